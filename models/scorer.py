@@ -1,0 +1,53 @@
+"""One model call per micro-batch: an ``(n, f)`` matrix in, a score per row out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.artifact import ModelArtifact
+from models.exceptions import ModelLoadError
+
+__all__ = ["Scores", "BatchScorer"]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Outputs for a batch, row-aligned with its feature matrix.
+
+    ``score`` is P(positive class) for binary classifiers, the probability of
+    the predicted class for multi-class ones, and the prediction for
+    regressors. ``probabilities`` is ``(n, k)`` or None for regressors.
+    """
+
+    score: np.ndarray
+    label: list[str] | None
+    probabilities: np.ndarray | None
+    classes: tuple[str, ...]
+
+
+class BatchScorer:
+    """Scores feature matrices with a loaded artifact's model."""
+
+    def __init__(self, artifact: ModelArtifact) -> None:
+        self.artifact = artifact
+        model = artifact.model
+        self._proba = hasattr(model, "predict_proba")
+        if not self._proba and not hasattr(model, "predict"):
+            raise ModelLoadError(f"model in {artifact.path} has neither predict_proba nor predict")
+        classes = getattr(model, "classes_", None)
+        self.classes: tuple[str, ...] = tuple(str(c) for c in classes) if self._proba and classes is not None else ()
+        self.n_features = len(artifact.feature_names)
+
+    def score(self, features: np.ndarray) -> Scores:
+        """Score every row; one model call whatever the batch size."""
+        if features.ndim != 2 or features.shape[1] != self.n_features:
+            raise ValueError(f"expected a (n, {self.n_features}) matrix, got shape {features.shape}")
+        if not self._proba:
+            return Scores(np.asarray(self.artifact.model.predict(features), dtype=np.float64), None, None, ())
+        proba = np.asarray(self.artifact.model.predict_proba(features), dtype=np.float64)
+        best = np.argmax(proba, axis=1)
+        labels = [self.classes[i] for i in best]
+        score = proba[:, 1] if proba.shape[1] == 2 else proba[np.arange(len(best)), best]
+        return Scores(score, labels, proba, self.classes)

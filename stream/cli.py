@@ -1,0 +1,166 @@
+"""The ``streamscore`` command: run, train, simulate.
+
+Exit codes: 0 done (also after SIGTERM/SIGINT), 1 a fatal error while
+running (nothing uncommitted is lost: it is read again on restart), 2 a bad
+configuration, model artifact or command line at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from features import FeatureError
+from models import ModelError
+from stream.config import ServiceConfig, load_config
+from stream.exceptions import ConfigError, StreamError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("streamscore")
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_STARTUP = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streamscore`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(args.config, os.environ) if args.config else None
+        if config is not None:
+            logging.getLogger().setLevel(config.log_level)
+        return int(args.func(args, config))
+    except (ConfigError, ModelError, FeatureError) as exc:
+        print(f"streamscore: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except StreamError as exc:
+        logger.error("fatal: %s", exc)
+        return EXIT_FATAL
+
+
+def _run(args: argparse.Namespace, config: ServiceConfig | None) -> int:
+    from stream.service import build_service
+
+    assert config is not None
+    if not config.kafka.input_topics:
+        raise ConfigError("kafka.input_topics is empty: name the topics to score")
+    service = build_service(config)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logger.info("%s: finishing the current batch, then stopping", signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stats = service.run(max_events=args.max_events, idle_exit_seconds=args.idle_exit_seconds)
+    summary = stats.summary()
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary), flush=True)
+    return EXIT_OK
+
+
+def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
+    from stream.train import train_from_config
+
+    assert config is not None
+    artifact = train_from_config(config, Path(args.out))
+    print(json.dumps({"model": artifact.name, "version": artifact.version, "path": str(artifact.path),
+                      "metrics": artifact.manifest["metrics"]}), flush=True)
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
+    from schemas import load_schema
+    from stream.admin import ensure_topics
+    from stream.codec import AvroEncoder, RegistrySchemaSource
+    from stream.generators import KEY_FIELDS, SCHEMAS, generate
+    from stream.simulator import produce_events
+
+    kind = "sp500" if args.replay == "sp500" else args.kind
+    if args.replay and args.kind != "market":
+        raise ConfigError("--replay sp500 replays market ticks: use it with --kind market")
+    sim = config.simulator if config else None
+    keys = args.keys if args.keys is not None else (sim.keys if sim else 100)
+    rate = args.rate if args.rate is not None else (sim.rate if sim else 1000.0)
+    seed = args.seed if args.seed is not None else (sim.seed if sim else 42)
+    partitions = args.partitions if args.partitions is not None else (sim.partitions if sim else 8)
+    bootstrap = args.bootstrap_servers or (config.kafka.bootstrap_servers if config else None) \
+        or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        raise ConfigError("no broker: pass --bootstrap-servers, --config, or set KAFKA_BOOTSTRAP_SERVERS")
+    settings: dict[str, Any] = {"bootstrap.servers": bootstrap, **(config.kafka.producer if config else {})}
+    schema = load_schema(SCHEMAS[kind])
+    wire = config.codec.format if config else "raw"
+    schema_id = None
+    if wire == "confluent":
+        assert config is not None and config.codec.schema_registry_url
+        registry = RegistrySchemaSource(config.codec.schema_registry_url, config.codec.schema_registry)
+        schema_id = registry.register(f"{args.topic}-value", schema)
+    ensure_topics({"bootstrap.servers": bootstrap, **_security(settings)}, {args.topic: partitions})
+    start_ms = None if args.event_time == "live" else args.start_ms
+    events = generate(kind, args.count, keys, seed, rate if rate > 0 else 1000.0, start_ms, args.drift_at, args.drift_sigma)
+    result = produce_events(
+        settings, args.topic, events, AvroEncoder(schema, wire, schema_id), KEY_FIELDS[kind],
+        rate=rate, total=args.count,
+    )
+    print(json.dumps({"produced": result.produced, "seconds": round(result.seconds, 3), "topic": args.topic}), flush=True)
+    return EXIT_OK
+
+
+def _security(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k.startswith(("security.", "sasl.", "ssl."))}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamscore", description="Score Kafka events with a model, in micro-batches.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="join the consumer group and score the input topics")
+    run.add_argument("--config", required=True, help="TOML configuration file")
+    run.add_argument("--max-events", type=int, help="stop after this many input events")
+    run.add_argument("--idle-exit-seconds", type=float, help="stop after this long without input")
+    run.add_argument("--summary-json", help="also write the run summary to this file")
+    run.set_defaults(func=_run)
+
+    train = sub.add_parser("train", help="train a model on features computed by the service's own code")
+    train.add_argument("--config", required=True, help="TOML configuration file ([features] and [training])")
+    train.add_argument("--out", required=True, help="model directory to write")
+    train.set_defaults(func=_train)
+
+    sim = sub.add_parser("simulate", help="produce seeded synthetic events (or a replay of SP500Stocks)")
+    sim.add_argument("--config", help="TOML configuration file: broker, wire format and [simulator] defaults")
+    sim.add_argument("--kind", choices=("sensor", "market"), default="sensor")
+    sim.add_argument("--replay", choices=("sp500",), help="market only: replay river's bundled SP500Stocks returns")
+    sim.add_argument("--topic", required=True)
+    sim.add_argument("--count", type=int, required=True)
+    sim.add_argument("--rate", type=float, help="events per second; 0 for as fast as possible")
+    sim.add_argument("--keys", type=int, help="number of distinct entities")
+    sim.add_argument("--seed", type=int)
+    sim.add_argument("--drift-at", type=int, help="event index from which the means shift")
+    sim.add_argument("--drift-sigma", type=float, default=1.0, help="size of the shift, in noise standard deviations")
+    sim.add_argument("--partitions", type=int, help="partitions of the topic if it is created")
+    sim.add_argument("--event-time", choices=("live", "synthetic"), default="live",
+                     help="live: the wall clock when produced; synthetic: --start-ms plus 1/rate per event")
+    sim.add_argument("--start-ms", type=int, default=1_700_000_000_000)
+    sim.add_argument("--bootstrap-servers")
+    sim.set_defaults(func=_simulate)
+    return parser
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""The service configuration: one typed, frozen object from a TOML file plus environment overrides.
+
+Precedence, lowest first: defaults, the TOML file, ``KAFKA_BOOTSTRAP_SERVERS``
+(the variable ``scripts/local-kafka`` prints), then ``STREAMSCORE_<SECTION>__<KEY>``
+variables, e.g. ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS`` or
+``STREAMSCORE_BATCH__MAX_SIZE=500``. Values from the environment are read as
+TOML values when they parse as one (numbers, booleans, arrays), else as
+strings. librdkafka settings go in the ``kafka.consumer`` / ``kafka.producer``
+tables with their dotted names; from the environment, write the dots as
+underscores: ``STREAMSCORE_KAFKA__PRODUCER__SASL_PASSWORD`` sets
+``sasl.password``. Nothing else in streamscore reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from features import FeatureSpec, FeatureSpecError
+from schemas import fingerprint, schema_path
+from stream.exceptions import ConfigError
+
+__all__ = [
+    "KafkaConfig",
+    "CodecConfig",
+    "BatchConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "SimulatorConfig",
+    "ServiceConfig",
+    "load_config",
+    "redact",
+]
+
+ENV_PREFIX = "STREAMSCORE_"
+# librdkafka and Schema Registry settings whose values never reach a log or repr.
+_SECRET_WORDS = ("password", "secret", "token", "user.info", "key.pem", "private")
+# Upper bound on batch.max_size: far beyond where batching stops paying off,
+# low enough that one batch's outputs fit the producer queue comfortably.
+MAX_BATCH_SIZE = 100_000
+
+
+def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of librdkafka-style settings with secret values replaced by ``***``."""
+    return {k: ("***" if any(w in k.lower() for w in _SECRET_WORDS) else v) for k, v in settings.items()}
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Where to read and write, and librdkafka settings passed through unchanged."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "streamscore"
+    input_topics: tuple[str, ...] = ()
+    output_topic: str = "predictions"
+    dead_letter_topic: str = "streamscore-dead-letters"
+    # Create missing output and dead-letter topics at start-up with this many partitions.
+    create_topics: bool = True
+    topic_partitions: int = 8
+    consumer: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    producer: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"KafkaConfig(bootstrap_servers={self.bootstrap_servers!r}, group_id={self.group_id!r}, "
+            f"input_topics={self.input_topics!r}, output_topic={self.output_topic!r}, "
+            f"dead_letter_topic={self.dead_letter_topic!r}, consumer={redact(self.consumer)!r}, "
+            f"producer={redact(self.producer)!r})"
+        )
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """How input values are encoded, and which event fields are key and time."""
+
+    # "raw": schemaless Avro written with writer_schema; "confluent": magic
+    # byte 0, 4-byte schema id, Avro body, writer schema from the registry.
+    format: str = "raw"
+    # A bundled schema name ("sensor_reading") or a path to an .avsc file.
+    reader_schema: str = "sensor_reading"
+    # raw format only: the producers' schema; defaults to the reader schema.
+    writer_schema: str | None = None
+    schema_registry_url: str | None = None
+    schema_registry: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    key_field: str = "sensor_id"
+    time_field: str = "ts"
+    # The prediction schema; outputs use the same format as inputs.
+    output_schema: str = "prediction"
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Micro-batching: up to max_size events, waiting at most max_wait_ms for them."""
+
+    max_size: int = 1000
+    max_wait_ms: int = 50
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the model artifact directory is."""
+
+    path: str = "artifacts/model"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How ``streamscore train`` builds its data set and model."""
+
+    # "simulator": events and labels from the seeded simulator;
+    # "avro": an Avro container file of events with a label field;
+    # "river": the market replay of river's bundled SP500Stocks.
+    source: str = "simulator"
+    events: int = 50_000
+    keys: int = 100
+    rate: float = 1000.0
+    seed: int = 42
+    avro_path: str | None = None
+    label_field: str = "label"
+    task: str = "classification"
+    estimator: str = "hist_gradient_boosting"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    test_fraction: float = 0.2
+    name: str = "model"
+    version: str = "1"
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Defaults for ``streamscore simulate``; its flags override them."""
+
+    kind: str = "sensor"
+    keys: int = 100
+    rate: float = 1000.0
+    seed: int = 42
+    partitions: int = 8
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything the service, the trainer and the simulator need."""
+
+    kafka: KafkaConfig
+    codec: CodecConfig
+    batch: BatchConfig
+    features: FeatureSpec
+    model: ModelConfig
+    training: TrainingConfig
+    simulator: SimulatorConfig
+    log_level: str = "INFO"
+    source: str = "<defaults>"
+
+    @property
+    def reader_schema(self) -> dict[str, Any]:
+        return _read_schema(self.codec.reader_schema, "codec.reader_schema")
+
+    @property
+    def writer_schema(self) -> dict[str, Any]:
+        if self.codec.writer_schema is None:
+            return self.reader_schema
+        return _read_schema(self.codec.writer_schema, "codec.writer_schema")
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        return _read_schema(self.codec.output_schema, "codec.output_schema")
+
+    @property
+    def schema_fingerprint(self) -> str:
+        return fingerprint(self.reader_schema)
+
+
+_SECTIONS: dict[str, type] = {
+    "kafka": KafkaConfig,
+    "codec": CodecConfig,
+    "batch": BatchConfig,
+    "model": ModelConfig,
+    "training": TrainingConfig,
+    "simulator": SimulatorConfig,
+}
+_PASSTHROUGH = {("kafka", "consumer"), ("kafka", "producer"), ("codec", "schema_registry"), ("training", "params")}
+_FEATURE_KEYS = {"fields", "windows", "aggregates", "ewma_alpha"}
+_WINDOW_KEYS = {"kind", "size", "seconds", "aggregates", "ewma_alpha"}
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Read, merge and validate the configuration; raise ConfigError with an actionable message."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    _apply_environment(data, dict(environ or {}))
+    config = _build(data, source)
+    _validate(config)
+    return config
+
+
+def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> None:
+    if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        data.setdefault("kafka", {})["bootstrap_servers"] = environ["KAFKA_BOOTSTRAP_SERVERS"]
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if len(parts) == 3 and tuple(parts[:2]) in _PASSTHROUGH:
+            parts[2] = parts[2].replace("_", ".")
+        if len(parts) == 1 and parts[0] == "log_level":
+            data["log_level"] = raw
+            continue
+        if len(parts) < 2 or parts[0] not in _SECTIONS:
+            raise ConfigError(
+                f"environment variable {name} does not name a setting; "
+                f"use {ENV_PREFIX}<SECTION>__<KEY> with a section of {sorted(_SECTIONS)}"
+            )
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} overrides a value that is not a table")
+        node[parts[-1]] = _parse_env_value(raw)
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _build(data: dict[str, Any], source: str) -> ServiceConfig:
+    unknown = set(data) - set(_SECTIONS) - {"features", "log_level"}
+    if unknown:
+        raise ConfigError(
+            f"unknown key {sorted(unknown)[0]!r} in {source}; top-level keys are "
+            f"{sorted(set(_SECTIONS) | {'features', 'log_level'})}"
+        )
+    sections = {name: _build_section(name, cls, data.get(name, {}), source) for name, cls in _SECTIONS.items()}
+    features = data.get("features")
+    if features is None:
+        raise ConfigError(f"{source} has no [features] table: declare fields and windows")
+    log_level = data.get("log_level", "INFO")
+    if not isinstance(log_level, str) or log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+    return ServiceConfig(
+        features=_build_features(features, source),
+        log_level=log_level.upper(),
+        source=source,
+        **sections,
+    )
+
+
+def _build_section(name: str, cls: type, table: Any, source: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] in {source} must be a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key '{name}.{key}' in {source}; [{name}] takes {sorted(fields)}")
+        values[key] = _coerce(f"{name}.{key}", hints[key], value)
+    return cls(**values)
+
+
+def _coerce(where: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(where, inner, value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif origin in (collections.abc.Mapping, dict):
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+    else:  # pragma: no cover - a field type this loader does not know
+        raise TypeError(f"config field {where} has unsupported type {hint}")
+    expected = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{where} must be {expected}, got {json.dumps(value, default=str)}")
+
+
+def _build_features(table: Any, source: str) -> FeatureSpec:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[features] in {source} must be a table")
+    for key in table:
+        if key not in _FEATURE_KEYS:
+            raise ConfigError(f"unknown key 'features.{key}' in {source}; [features] takes {sorted(_FEATURE_KEYS)}")
+    for i, window in enumerate(table.get("windows", [])):
+        if not isinstance(window, dict):
+            raise ConfigError(f"features.windows[{i}] in {source} must be a table")
+        for key in window:
+            if key not in _WINDOW_KEYS:
+                raise ConfigError(
+                    f"unknown key 'features.windows[{i}].{key}' in {source}; a window takes {sorted(_WINDOW_KEYS)}"
+                )
+    try:
+        return FeatureSpec.from_dict(table)
+    except FeatureSpecError as exc:
+        raise ConfigError(f"[features] in {source}: {exc}") from exc
+
+
+def _read_schema(name: str, where: str) -> dict[str, Any]:
+    path = Path(name)
+    if not path.suffix:
+        try:
+            path = schema_path(name)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: schema file {path} does not exist") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read schema {path}: {exc}") from exc
+
+
+_NUMERIC = ("double", "float", "int", "long")
+
+
+def _validate(config: ServiceConfig) -> None:
+    codec, batch, kafka = config.codec, config.batch, config.kafka
+    if codec.format not in ("raw", "confluent"):
+        raise ConfigError(f"codec.format must be 'raw' or 'confluent', got {codec.format!r}")
+    if codec.format == "confluent" and not codec.schema_registry_url:
+        raise ConfigError("codec.format = 'confluent' needs codec.schema_registry_url")
+    if not 1 <= batch.max_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch.max_size must be between 1 and {MAX_BATCH_SIZE}, got {batch.max_size}")
+    if not 0 <= batch.max_wait_ms <= 60_000:
+        raise ConfigError(f"batch.max_wait_ms must be between 0 and 60000, got {batch.max_wait_ms}")
+    if kafka.topic_partitions < 1:
+        raise ConfigError(f"kafka.topic_partitions must be >= 1, got {kafka.topic_partitions}")
+    for key in ("enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"):
+        if key in kafka.consumer:
+            raise ConfigError(f"kafka.consumer.{key} is managed by streamscore; set it through [kafka] or remove it")
+    schema = config.reader_schema
+    fields = {f["name"]: f["type"] for f in schema.get("fields", [])}
+    for what, name in (("codec.key_field", codec.key_field), ("codec.time_field", codec.time_field)):
+        if name not in fields:
+            raise ConfigError(f"{what} = {name!r} is not a field of the reader schema {codec.reader_schema} ({sorted(fields)})")
+    for name in config.features.fields:
+        if name not in fields:
+            raise ConfigError(f"feature field {name!r} is not a field of the reader schema {codec.reader_schema} ({sorted(fields)})")
+        if _base_type(fields[name]) not in _NUMERIC:
+            raise ConfigError(f"feature field {name!r} has Avro type {fields[name]!r}; features need a numeric type")
+    config.writer_schema  # noqa: B018 - fails early on an unreadable writer schema
+    config.output_schema  # noqa: B018
+
+
+def _base_type(avro_type: Any) -> str:
+    if isinstance(avro_type, dict):
+        return str(avro_type.get("type"))
+    if isinstance(avro_type, list):  # ["null", "double"]: the non-null branch
+        rest = [t for t in avro_type if t != "null"]
+        return _base_type(rest[0]) if len(rest) == 1 else "union"
+    return str(avro_type)

@@ -1,0 +1,62 @@
+"""Dead letters: a bad input record, unchanged, plus headers that say why and where it came from.
+
+Header names follow Kafka Streams' dead-letter queue (KIP-1034) under the
+``streamscore.errors.`` prefix: exception class, message, stage, source
+topic, partition and offset, and the time the error happened (epoch ms).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["HEADER_PREFIX", "InputMessage", "DeadLetter", "dead_letter_for"]
+
+HEADER_PREFIX = "streamscore.errors."
+# Long messages are cut so a header never dominates the record size.
+MAX_MESSAGE_CHARS = 2000
+
+Headers = list[tuple[str, bytes]]
+
+
+class InputMessage(Protocol):
+    """What the service reads of a consumed message (confluent_kafka.Message has all of it)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Headers | None: ...
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record to produce to the dead-letter topic."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    reason: str  # the error class name, the metric label
+
+
+def dead_letter_for(message: InputMessage, error: Exception, stage: str, now_ms: int | None = None) -> DeadLetter:
+    """The dead letter of ``message``: its key, value and headers, plus the error headers."""
+    text = str(error)[:MAX_MESSAGE_CHARS]
+    when = int(time.time() * 1000) if now_ms is None else now_ms
+    error_headers: Headers = [
+        (HEADER_PREFIX + "exception", type(error).__name__.encode()),
+        (HEADER_PREFIX + "message", text.encode("utf-8", "replace")),
+        (HEADER_PREFIX + "stage", stage.encode()),
+        (HEADER_PREFIX + "topic", (message.topic() or "").encode()),
+        (HEADER_PREFIX + "partition", str(message.partition()).encode()),
+        (HEADER_PREFIX + "offset", str(message.offset()).encode()),
+        (HEADER_PREFIX + "timestamp", str(when).encode()),
+    ]
+    return DeadLetter(
+        key=message.key(),
+        value=message.value(),
+        headers=list(message.headers() or []) + error_headers,
+        reason=type(error).__name__,
+    )

@@ -1,0 +1,97 @@
+"""The producer side: every output is produced here and its delivery tracked until acknowledged."""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Any, Mapping
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from stream.config import redact
+from stream.exceptions import DeliveryError, KafkaFatalError
+from stream.stats import RunStats
+
+__all__ = ["PRODUCER_DEFAULTS", "PredictionSink"]
+
+logger = logging.getLogger(__name__)
+
+# acks=all + idempotence: an acknowledged output survives a broker failover and
+# retries never duplicate it. lz4 and a short linger batch outputs cheaply.
+# murmur2_random places keys as the Java clients do, so a key lands in the
+# same partition whoever produced it.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "compression.type": "lz4",
+    "partitioner": "murmur2_random",
+}
+# How long flush() waits for acknowledgements before the batch is failed.
+FLUSH_TIMEOUT_S = 60.0
+
+
+class PredictionSink:
+    """Produces outputs and knows when all of them are acknowledged."""
+
+    def __init__(self, settings: Mapping[str, Any], stats: RunStats) -> None:
+        self._settings = {**PRODUCER_DEFAULTS, **settings}
+        self._producer = Producer({**self._settings, "error_cb": self._on_error})
+        self._stats = stats
+        self._pending = 0
+        self._failures: list[str] = []
+        self._fatal: KafkaError | None = None
+        logger.debug("producer settings %s", redact(self._settings))
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        event_time_ms: int | None = None,
+    ) -> None:
+        """Queue one output; its acknowledgement is awaited by ``flush``."""
+        callback = partial(self._on_delivery, event_time_ms)
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
+                break
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: serve callbacks, then retry
+        self._pending += 1
+
+    def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Wait until every output sent so far is acknowledged; DeliveryError if one is not."""
+        deadline = time.monotonic() + timeout_s
+        while self._pending > 0:
+            if self._fatal is not None:
+                raise KafkaFatalError(f"producer fatal error: {self._fatal.str()}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeliveryError(f"{self._pending} outputs not acknowledged within {timeout_s:.0f}s")
+            self._producer.flush(min(left, 1.0))
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryError(f"{len(failures)} outputs failed; first: {failures[0]}")
+
+    def close(self) -> None:
+        """Flush what is queued; errors are logged, since the offsets were not committed anyway."""
+        try:
+            self.flush(timeout_s=10.0)
+        except (DeliveryError, KafkaFatalError) as exc:
+            logger.error("outputs lost at close (their inputs stay uncommitted): %s", exc)
+
+    def _on_delivery(self, event_time_ms: int | None, err: KafkaError | None, msg: Message) -> None:
+        self._pending -= 1
+        if err is not None:
+            self._failures.append(f"{msg.topic()}: {err.str()}")
+            return
+        if event_time_ms is not None:
+            self._stats.record_ack(event_time_ms, time.time())
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+        logger.warning("producer: %s", err.str())

@@ -1,0 +1,62 @@
+"""Counts and latencies of one run, for the end-of-run summary (Prometheus metrics come later)."""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RunStats"]
+
+
+@dataclass
+class RunStats:
+    """What a run consumed and produced, and how fast."""
+
+    consumed: int = 0
+    predictions: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    model_seconds: float = 0.0
+    first_consumed: float | None = None  # wall-clock seconds
+    last_acked: float | None = None
+    # event time -> produce acknowledgement, milliseconds, one per prediction
+    latencies_ms: array = field(default_factory=lambda: array("d"))
+
+    def record_ack(self, event_time_ms: int, now: float) -> None:
+        self.predictions += 1
+        self.latencies_ms.append(now * 1000.0 - event_time_ms)
+        self.last_acked = now
+
+    def record_batch(self, consumed: int, model_seconds: float) -> None:
+        if self.first_consumed is None:
+            self.first_consumed = time.time()
+        self.consumed += consumed
+        self.batches += 1
+        self.model_seconds += model_seconds
+
+    def summary(self) -> dict[str, Any]:
+        """A flat dict for the CLI's closing line and for tests."""
+        elapsed = (
+            (self.last_acked - self.first_consumed)
+            if self.first_consumed is not None and self.last_acked is not None
+            else 0.0
+        )
+        lat = np.frombuffer(self.latencies_ms, dtype=np.float64) if len(self.latencies_ms) else None
+        return {
+            "events_in": self.consumed,
+            "predictions_out": self.predictions,
+            "dead_letters": sum(self.dead_letters.values()),
+            "dead_letters_by_reason": dict(self.dead_letters),
+            "batches": self.batches,
+            "mean_batch_size": round(self.consumed / self.batches, 1) if self.batches else 0.0,
+            "elapsed_s": round(elapsed, 3),
+            "throughput_eps": round(self.consumed / elapsed, 1) if elapsed > 0 else None,
+            "model_seconds": round(self.model_seconds, 3),
+            "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat is not None else None,
+            "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if lat is not None else None,
+        }
