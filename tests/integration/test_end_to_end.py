@@ -1,0 +1,220 @@
+"""The whole path on a real broker: events in, one prediction per event out, equal to offline scoring."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from features import compute_features
+from models import BatchScorer, ModelArtifact
+from schemas import load_schema
+from stream.codec import AvroCodec, AvroEncoder
+from stream.config import ServiceConfig
+from stream.deadletter import HEADER_PREFIX
+from stream.generators import sensor_events
+from stream.service import build_service
+from tests.integration.helpers import (
+    ROOT,
+    SchemaRegistryStub,
+    produce,
+    read_topic,
+    service_config,
+    unique,
+)
+
+pytestmark = pytest.mark.integration
+
+PREDICTION = AvroCodec(load_schema("prediction"))
+
+
+def decode_all(records) -> list[dict]:
+    return [PREDICTION.decode(r.value) for r in records]
+
+
+def offline_scores(model: ModelArtifact, config: ServiceConfig, events: list[dict]) -> np.ndarray:
+    features = compute_features(config.features, events, "sensor_id", "ts")
+    return BatchScorer(model).score(features).score
+
+
+def test_every_event_gets_exactly_one_prediction_equal_to_offline(
+    kafka_bootstrap: str, small_model: ModelArtifact
+) -> None:
+    topic = unique("sensor")
+    events = [r for r, _ in sensor_events(6000, 60, seed=21)]
+    positions = produce(kafka_bootstrap, topic, events, partitions=8)
+    config = service_config(kafka_bootstrap, small_model.path, topic, batch__max_size=700, batch__max_wait_ms=30)
+
+    stats = build_service(config).run(max_events=len(events), idle_exit_seconds=30)
+
+    assert stats.consumed == stats.predictions == len(events)
+    out = read_topic(kafka_bootstrap, config.kafka.output_topic, expected=len(events))
+    predictions = decode_all(out)
+    by_source = {(p["source_partition"], p["source_offset"]): p for p in predictions}
+    assert len(predictions) == len(events), "one prediction per event, no more"
+    assert len(by_source) == len(events), "no (partition, offset) twice"
+    assert set(by_source) == set(positions)
+
+    expected = offline_scores(small_model, config, events)
+    got = np.array([by_source[pos]["score"] for pos in positions])
+    assert np.array_equal(got, expected), "scores differ from offline scoring of the same events"
+    assert all(by_source[pos]["key"] == e["sensor_id"] and by_source[pos]["event_time"] == e["ts"]
+               for pos, e in zip(positions, events))
+    assert all(r.key == p["key"].encode() for r, p in zip(out, predictions))
+
+    # per-key order: each key's predictions come out in the order its events went in
+    seen: dict[str, list[int]] = defaultdict(list)
+    for record, p in sorted(zip(out, predictions), key=lambda rp: (rp[0].partition, rp[0].offset)):
+        seen[p["key"]].append(p["source_offset"])
+    assert len(seen) == 60
+    assert all(offsets == sorted(offsets) for offsets in seen.values())
+
+
+def test_undecodable_message_is_dead_lettered_without_blocking(kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    topic = unique("poison")
+    events = [r for r, _ in sensor_events(300, 5, seed=4)]
+    produce(kafka_bootstrap, topic, events[:150], partitions=1)
+    producer_conf = {"bootstrap.servers": kafka_bootstrap}
+    from confluent_kafka import Producer
+
+    producer = Producer(producer_conf)
+    producer.produce(topic, key=b"sensor-x", value=b"\x00\x01garbage", headers=[("trace-id", b"t-42")])
+    assert producer.flush(10) == 0
+    produce(kafka_bootstrap, topic, events[150:], partitions=1)
+    config = service_config(kafka_bootstrap, small_model.path, topic)
+
+    stats = build_service(config).run(max_events=301, idle_exit_seconds=30)
+
+    assert stats.consumed == 301 and stats.predictions == 300
+    assert stats.dead_letters == {"MalformedRecordError": 1}
+    (dead,) = read_topic(kafka_bootstrap, config.kafka.dead_letter_topic, expected=1)
+    assert dead.key == b"sensor-x" and dead.value == b"\x00\x01garbage"
+    assert dead.headers["trace-id"] == b"t-42"
+    assert dead.headers[HEADER_PREFIX + "topic"] == topic.encode()
+    assert dead.headers[HEADER_PREFIX + "partition"] == b"0"
+    assert dead.headers[HEADER_PREFIX + "offset"] == b"150"
+    assert dead.headers[HEADER_PREFIX + "exception"] == b"MalformedRecordError"
+    assert dead.headers[HEADER_PREFIX + "stage"] == b"decode"
+    offsets = sorted(p["source_offset"] for p in decode_all(read_topic(kafka_bootstrap, config.kafka.output_topic, 300)))
+    assert offsets == [o for o in range(301) if o != 150]
+
+
+def test_restarted_scorer_resumes_from_committed_offsets(kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    topic = unique("resume")
+    events = [r for r, _ in sensor_events(3000, 30, seed=5)]
+    positions = produce(kafka_bootstrap, topic, events, partitions=4)
+    config = service_config(kafka_bootstrap, small_model.path, topic, batch__max_size=250)
+
+    first = build_service(config).run(max_events=1100, idle_exit_seconds=30)
+    assert first.consumed == 1100
+    second = build_service(config).run(idle_exit_seconds=5)
+    assert second.consumed == 1900
+
+    predictions = decode_all(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=3000))
+    sources = [(p["source_partition"], p["source_offset"]) for p in predictions]
+    assert len(sources) == 3000 and set(sources) == set(positions), "an event was skipped or scored twice"
+
+
+def test_cli_stops_on_sigterm_after_committing_what_it_produced(kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    topic = unique("sigterm")
+    events = [r for r, _ in sensor_events(30_000, 20, seed=6)]
+    produce(kafka_bootstrap, topic, events[:1000], partitions=2)
+    # the stream goes on while the scorer is stopped: 29,000 more over ~10 s
+    feeder = threading.Thread(target=produce, args=(kafka_bootstrap, topic, events[1000:], 2), kwargs={"rate": 3000.0})
+    feeder.start()
+    config = service_config(kafka_bootstrap, small_model.path, topic, batch__max_size=50)
+    env = {
+        **os.environ,
+        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAMSCORE_KAFKA__INPUT_TOPICS": f'["{topic}"]',
+        "STREAMSCORE_KAFKA__OUTPUT_TOPIC": config.kafka.output_topic,
+        "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": config.kafka.dead_letter_topic,
+        "STREAMSCORE_KAFKA__GROUP_ID": config.kafka.group_id,
+        "STREAMSCORE_MODEL__PATH": str(small_model.path),
+        "STREAMSCORE_BATCH__MAX_SIZE": "50",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "run", "--config", str(ROOT / "examples" / "sensor.toml")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    # wait until it has scored something, then stop it mid-stream
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not read_topic(kafka_bootstrap, config.kafka.output_topic, 1, timeout_s=1):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM: finishing the current batch" in err
+
+    predictions = decode_all(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=1, timeout_s=10))
+    assert 0 < len(predictions) < len(events), "stopped mid-stream"
+    last = defaultdict(lambda: -1)
+    for p in predictions:
+        last[p["source_partition"]] = max(last[p["source_partition"]], p["source_offset"])
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": config.kafka.group_id})
+    committed = consumer.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
+    consumer.close()
+    # every produced output is committed, and nothing beyond it
+    assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == {p: o + 1 for p, o in last.items()}
+    assert len(predictions) == sum(o + 1 for o in last.values()), "a gap or a repeat before the committed offsets"
+    assert f'"predictions_out": {len(predictions)}' in out
+    feeder.join()
+
+
+def test_confluent_wire_format_through_a_schema_registry(kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    topic = unique("confluent")
+    with SchemaRegistryStub() as registry:
+        config = service_config(
+            kafka_bootstrap, small_model.path, topic,
+            codec__format="confluent", codec__schema_registry_url=registry.url,
+        )
+        from stream.codec import RegistrySchemaSource
+
+        source = RegistrySchemaSource(registry.url)
+        # producers on an older schema version (no humidity default needed: same fields)
+        # and a newer one that added a field the reader does not know
+        v1 = load_schema("sensor_reading")
+        v2 = {**v1, "fields": [*v1["fields"], {"name": "firmware", "type": "string", "default": "?"}]}
+        id1 = source.register(f"{topic}-value", v1)
+        id2 = source.register(f"{topic}-value", v2)
+        assert id1 != id2
+        events = [r for r, _ in sensor_events(400, 10, seed=8)]
+        produce(kafka_bootstrap, topic, events[:200], partitions=1, encoder=AvroEncoder(v1, "confluent", id1))
+        produce(kafka_bootstrap, topic, [{**e, "firmware": "2.0"} for e in events[200:]], partitions=1,
+                encoder=AvroEncoder(v2, "confluent", id2))
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer.produce(topic, key=b"k", value=b"\x00\x00\x00\x03\xe7" + b"\x02a")  # schema id 999
+        assert producer.flush(10) == 0
+
+        stats = build_service(config).run(max_events=401, idle_exit_seconds=30)
+
+        assert stats.predictions == 400 and stats.dead_letters == {"UnknownSchemaError": 1}
+        out = read_topic(kafka_bootstrap, config.kafka.output_topic, expected=400)
+        assert all(r.value[0] == 0 for r in out)
+        output_id = int.from_bytes(out[0].value[1:5], "big")
+        assert registry.schemas[output_id] and "Prediction" in registry.schemas[output_id]
+        decoded = [AvroCodec(load_schema("prediction"), "confluent", schema_source=source).decode(r.value) for r in out]
+        expected = offline_scores(small_model, config, events)
+        assert np.array_equal([d["score"] for d in sorted(decoded, key=lambda d: d["source_offset"])], expected)
+
+
+def test_cli_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "examples" / "sensor.toml").read_text().replace("[batch]", "[batch]\nmax_sise = 10"))
+    proc = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--config", str(bad)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"streamscore: unknown key 'batch.max_sise' in {bad}; [batch] takes ['max_size', 'max_wait_ms']"
+    ]

@@ -1,0 +1,111 @@
+"""Configuration: file plus environment, strict keys, clear errors, redacted secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream.cli import main
+from stream.config import load_config
+from stream.exceptions import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SENSOR = ROOT / "examples" / "sensor.toml"
+
+
+@pytest.mark.parametrize("name", ["sensor.toml", "market.toml"])
+def test_examples_load(name: str) -> None:
+    config = load_config(ROOT / "examples" / name, {})
+    assert config.kafka.input_topics
+    assert config.features.n_features == len(config.features.feature_names) > 0
+
+
+def test_environment_overrides_with_types() -> None:
+    config = load_config(SENSOR, {
+        "KAFKA_BOOTSTRAP_SERVERS": "10.0.0.1:9092",
+        "STREAMSCORE_BATCH__MAX_SIZE": "250",
+        "STREAMSCORE_KAFKA__INPUT_TOPICS": '["a", "b"]',
+        "STREAMSCORE_KAFKA__CONSUMER__SESSION_TIMEOUT_MS": "30000",
+        "STREAMSCORE_LOG_LEVEL": "debug",
+        "UNRELATED": "x",
+    })
+    assert config.kafka.bootstrap_servers == "10.0.0.1:9092"
+    assert config.batch.max_size == 250
+    assert config.kafka.input_topics == ("a", "b")
+    assert config.kafka.consumer == {"session.timeout.ms": 30000}
+    assert config.log_level == "DEBUG"
+
+
+def test_streamscore_variable_beats_kafka_bootstrap_servers() -> None:
+    config = load_config(SENSOR, {"KAFKA_BOOTSTRAP_SERVERS": "a:1", "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": "b:2"})
+    assert config.kafka.bootstrap_servers == "b:2"
+
+
+@pytest.mark.parametrize(
+    "extra, environ, message",
+    [
+        ("[batch]\nmax_sise = 3\n", {}, "unknown key 'batch.max_sise'"),
+        ("", {"STREAMSCORE_BATCH__MAX_SISE": "3"}, "unknown key 'batch.max_sise'"),
+        ("", {"STREAMSCORE_BACTH__MAX_SIZE": "3"}, "STREAMSCORE_BACTH__MAX_SIZE does not name a setting"),
+        ("[servce]\nx = 1\n", {}, "unknown key 'servce'"),
+        ("", {"STREAMSCORE_BATCH__MAX_SIZE": "many"}, "batch.max_size must be int"),
+        ("", {"STREAMSCORE_BATCH__MAX_SIZE": "0"}, "batch.max_size must be between"),
+        ("", {"STREAMSCORE_CODEC__FORMAT": "json"}, "codec.format must be"),
+        ("", {"STREAMSCORE_CODEC__FORMAT": "confluent"}, "needs codec.schema_registry_url"),
+        ("", {"STREAMSCORE_CODEC__KEY_FIELD": "device"}, "codec.key_field = 'device' is not a field"),
+        ("", {"STREAMSCORE_KAFKA__CONSUMER__ENABLE_AUTO_COMMIT": "true"}, "managed by streamscore"),
+        ("", {"STREAMSCORE_CODEC__READER_SCHEMA": "nope"}, "no bundled schema 'nope'"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, extra: str, environ: dict, message: str) -> None:
+    # TOML forbids a table twice, so file errors go in a fresh table of their own
+    path = tmp_path / "c.toml"
+    text = SENSOR.read_text()
+    if extra.startswith("[batch]"):
+        text = text.replace("max_wait_ms = 50", "max_wait_ms = 50\nmax_sise = 3")
+    else:
+        text += "\n" + extra
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config(path, environ)
+
+
+def test_feature_field_must_be_numeric_in_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(SENSOR.read_text().replace('fields = ["temperature"', 'fields = ["sensor_id", "temperature"'))
+    with pytest.raises(ConfigError, match="'sensor_id' has Avro type 'string'"):
+        load_config(path, {})
+
+
+def test_secrets_never_show_in_repr() -> None:
+    config = load_config(SENSOR, {
+        "STREAMSCORE_KAFKA__PRODUCER__SASL_PASSWORD": "hunter2",
+        "STREAMSCORE_KAFKA__CONSUMER__SSL_KEY_PASSWORD": "s3cret",
+        "STREAMSCORE_KAFKA__CONSUMER__SASL_USERNAME": "alice",
+    })
+    assert config.kafka.producer["sasl.password"] == "hunter2"
+    text = repr(config)
+    assert "hunter2" not in text and "s3cret" not in text
+    assert "alice" in text
+
+
+def test_cli_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(SENSOR.read_text().replace("max_wait_ms = 50", "max_wait_ms = 50\nmax_sise = 3"))
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"streamscore: unknown key 'batch.max_sise' in {path}; [batch] takes ['max_size', 'max_wait_ms']"]
+
+
+def test_cli_missing_model_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.setenv("STREAMSCORE_MODEL__PATH", str(tmp_path / "none"))
+    assert main(["run", "--config", str(SENSOR)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_cli_invalid_toml_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[batch\n")
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
+    assert "is not valid TOML" in capsys.readouterr().err
