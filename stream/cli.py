@@ -116,7 +116,7 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     events = generate(kind, args.count, keys, seed, rate if rate > 0 else 1000.0, start_ms, args.drift_at, args.drift_sigma)
     result = produce_events(
         settings, args.topic, events, AvroEncoder(schema, wire, schema_id), KEY_FIELDS[kind],
-        rate=rate, total=args.count,
+        rate=rate, total=args.count, bad_every=args.bad_every,
     )
     print(json.dumps({"produced": result.produced, "seconds": round(result.seconds, 3), "topic": args.topic}), flush=True)
     return EXIT_OK
@@ -157,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--event-time", choices=("live", "synthetic"), default="live",
                      help="live: the wall clock when produced; synthetic: --start-ms plus 1/rate per event")
     sim.add_argument("--start-ms", type=int, default=1_700_000_000_000)
+    sim.add_argument("--bad-every", type=int, default=0, help="replace every Nth event by bytes that are not Avro")
     sim.add_argument("--bootstrap-servers")
     sim.set_defaults(func=_simulate)
     return parser

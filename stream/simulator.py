@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 # Progress is reported at most this often.
 PROGRESS_EVERY_S = 2.0
+# What --bad-every sends instead of an event: no wire format decodes it.
+BAD_VALUE = b"\xffnot an Avro record"
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,13 @@ def produce_events(
     total: int | None = None,
     keep_positions: bool = False,
     progress: Callable[[str], None] | None = None,
+    bad_every: int = 0,
 ) -> SimulationResult:
-    """Encode and produce every event; ``rate`` events/s (0: as fast as possible); wait for all acks."""
+    """Encode and produce every event; ``rate`` events/s (0: as fast as possible); wait for all acks.
+
+    With ``bad_every`` N > 0, every Nth value is replaced by bytes that are not
+    Avro, to show and test dead-lettering.
+    """
     producer = Producer({**PRODUCER_DEFAULTS, **settings})
     failures: list[str] = []
     positions: list[tuple[int, int]] = []
@@ -69,7 +76,7 @@ def produce_events(
                 time.sleep(ahead)
         if keep_positions:
             positions.append((-1, -1))
-        value = encoder.encode(record)
+        value = BAD_VALUE if bad_every and n % bad_every == bad_every - 1 else encoder.encode(record)
         index = n
         while True:
             try:

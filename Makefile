@@ -1,0 +1,40 @@
+# Set-up and everyday commands. Each target creates or reuses .venv and
+# installs the project into it; the broker targets start Apache Kafka from
+# Maven Central jars unless KAFKA_BOOTSTRAP_SERVERS names a cluster.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-unit venv broker-start broker-stop broker-status clean
+
+demo: $(STAMP)  ## the main job on a local broker, with a summary
+	VENV_BIN=$(BIN) scripts/demo
+
+test: $(STAMP)  ## every test; integration tests on a real broker
+	scripts/local-kafka with $(BIN)/python -m pytest
+
+test-unit: $(STAMP)  ## pure-logic tests, no broker
+	$(BIN)/python -m pytest tests/unit
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,plot]'
+	touch $(STAMP)
+
+broker-start: $(STAMP)
+	scripts/local-kafka start
+
+broker-stop:
+	scripts/local-kafka stop
+
+broker-status:
+	scripts/local-kafka status
+
+clean:
+	scripts/local-kafka clean
+	rm -rf $(VENV) .pytest_cache *.egg-info
