@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit venv broker-start broker-stop broker-status clean
+.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
@@ -17,6 +17,9 @@ test: $(STAMP)  ## every test; integration tests on a real broker
 
 test-unit: $(STAMP)  ## pure-logic tests, no broker
 	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)  ## static checks (pyflakes, bugbear, pyupgrade, import order)
+	$(BIN)/ruff check stream features models schemas tests
 
 venv: $(STAMP)
 

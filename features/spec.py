@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from features.exceptions import FeatureSpecError
 
@@ -102,7 +103,7 @@ class FeatureSpec:
         return {"fields": list(self.fields), "windows": [w.to_dict() for w in self.windows]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
         """Build from the ``[features]`` config table or a manifest's ``feature_spec``."""
         try:
             default_aggs = tuple(data.get("aggregates", WindowSpec.aggregates))

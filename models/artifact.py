@@ -11,9 +11,10 @@ import hashlib
 import json
 import logging
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import joblib
 
@@ -51,7 +52,7 @@ class ModelArtifact:
         return tuple(self.manifest["features"])
 
     @classmethod
-    def save(cls, directory: Path, model: Any, manifest: Mapping[str, Any]) -> "ModelArtifact":
+    def save(cls, directory: Path, model: Any, manifest: Mapping[str, Any]) -> ModelArtifact:
         """Write ``model`` and its manifest (with the sha256 filled in) to ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
         model_path = directory / MODEL_FILE
@@ -68,7 +69,7 @@ class ModelArtifact:
         directory: Path,
         spec: FeatureSpec | None = None,
         schema_fingerprint: str | None = None,
-    ) -> "ModelArtifact":
+    ) -> ModelArtifact:
         """Load and verify an artifact directory.
 
         Refuses (ModelLoadError) a missing file, a sha256 that differs from

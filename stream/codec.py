@@ -13,7 +13,8 @@ import json
 import logging
 import struct
 import time
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.read import SchemaResolutionError

@@ -20,9 +20,10 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from features import FeatureSpec, FeatureSpecError
 from schemas import fingerprint, schema_path

@@ -13,7 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -92,15 +93,13 @@ def market_events(
     rng = np.random.default_rng(seed)
     price = 20.0 + rng.gamma(2.0, 40.0, keys)
     names = [f"SYM{k:04d}" for k in range(keys)]
-    prev_r = np.zeros(keys)
     # The next return of each symbol is drawn one tick ahead, so each tick's
     # label (next move up) is known when the tick is emitted.
     next_r = rng.normal(0.0, MARKET_VOL, keys)
     clock = _Clock(start_ms, rate)
-    for i, (k, u, noise) in enumerate(_blocks(rng, count, keys, 3)):
+    for i, (k, _u, noise) in enumerate(_blocks(rng, count, keys, 3)):
         r = next_r[k]
         price[k] *= math.exp(r)
-        prev_r[k] = r
         shift = drift_sigma * MARKET_VOL if drift_at is not None and i >= drift_at else 0.0
         next_r[k] = MARKET_AR * r + shift + noise[0] * MARKET_VOL
         half_spread = price[k] * 0.0002 * (1.0 + abs(noise[1]))
@@ -129,7 +128,7 @@ def sp500_ticks(seed: int = 0, count: int | None = None, start_ms: int | None = 
     symbols = sorted(rows[0])
     rng = np.random.default_rng(seed)
     price = dict.fromkeys(symbols, 100.0)
-    day0 = int(dt.datetime(2013, 1, 2, tzinfo=dt.timezone.utc).timestamp() * 1000) if start_ms is None else start_ms
+    day0 = int(dt.datetime(2013, 1, 2, tzinfo=dt.UTC).timestamp() * 1000) if start_ms is None else start_ms
     emitted = 0
     for day, x in enumerate(rows[:-1]):
         nxt = rows[day + 1]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import fastavro
-import numpy as np
 
 from features import compute_features
 from models import ModelArtifact, TrainingError, train_model
@@ -74,7 +74,7 @@ def train_from_config(config: ServiceConfig, out_dir: Path) -> ModelArtifact:
         "training": {"source": t.source, "events": len(records), "seed": t.seed, "keys": t.keys, "rate": t.rate},
         "metrics": trained.metrics,
         "reference": reference_statistics(features, spec.feature_names),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     artifact = ModelArtifact.save(out_dir, model, manifest)
     logger.info("wrote model %s %s to %s: %s", t.name, t.version, out_dir, trained.metrics)

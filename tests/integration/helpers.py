@@ -6,10 +6,11 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from confluent_kafka import Consumer
 
@@ -144,7 +145,7 @@ class SchemaRegistryStub:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "SchemaRegistryStub":
+    def __enter__(self) -> SchemaRegistryStub:
         self._thread.start()
         return self
 

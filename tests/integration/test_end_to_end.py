@@ -73,7 +73,7 @@ def test_every_event_gets_exactly_one_prediction_equal_to_offline(
 
     # per-key order: each key's predictions come out in the order its events went in
     seen: dict[str, list[int]] = defaultdict(list)
-    for record, p in sorted(zip(out, predictions), key=lambda rp: (rp[0].partition, rp[0].offset)):
+    for _record, p in sorted(zip(out, predictions), key=lambda rp: (rp[0].partition, rp[0].offset)):
         seen[p["key"]].append(p["source_offset"])
     assert len(seen) == 60
     assert all(offsets == sorted(offsets) for offsets in seen.values())
