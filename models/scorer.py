@@ -40,6 +40,13 @@ class BatchScorer:
         self.classes: tuple[str, ...] = tuple(str(c) for c in classes) if self._proba and classes is not None else ()
         self.n_features = len(artifact.feature_names)
 
+    @classmethod
+    def for_model(cls, model: object, feature_names: tuple[str, ...]) -> BatchScorer:
+        """A scorer for a fitted model not yet saved as an artifact (training uses it)."""
+        from pathlib import Path
+
+        return cls(ModelArtifact(Path("."), model, {"name": "", "version": "", "features": list(feature_names)}))
+
     def score(self, features: np.ndarray) -> Scores:
         """Score every row; one model call whatever the batch size."""
         if features.ndim != 2 or features.shape[1] != self.n_features:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from features import FeatureSpec, FeatureSpecError
+from models.drift import DriftConfigError, SignalSpec
 from schemas import fingerprint, schema_path
 from stream.exceptions import ConfigError
 
@@ -36,7 +37,12 @@ __all__ = [
     "ModelConfig",
     "TrainingConfig",
     "SimulatorConfig",
+    "LabelsConfig",
+    "DriftConfig",
+    "MetricsConfig",
     "ServiceConfig",
+    "default_signals",
+    "read_schema",
     "load_config",
     "redact",
 ]
@@ -146,6 +152,37 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True)
+class LabelsConfig:
+    """Delayed ground truth: an optional labels topic joined with recent predictions."""
+
+    topic: str | None = None  # None: no labels, no error metrics
+    # The event field that identifies an event; by default "<topic>/<partition>/<offset>".
+    id_field: str | None = None
+    cache_size: int = 100_000  # predictions held for their label, at most
+    max_age_s: float = 3600.0  # and for at most this long
+    schema: str = "label"
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Drift detection: which signals, which river detectors, where alarms go."""
+
+    enabled: bool = True
+    topic: str = "streamscore-drift"
+    schema: str = "drift_event"
+    signals: tuple[SignalSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The /metrics, /healthz and /readyz HTTP endpoint."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = 9400  # 0: any free port (logged at start-up)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """Everything the service, the trainer and the simulator need."""
 
@@ -156,22 +193,25 @@ class ServiceConfig:
     model: ModelConfig
     training: TrainingConfig
     simulator: SimulatorConfig
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_level: str = "INFO"
     source: str = "<defaults>"
 
     @property
     def reader_schema(self) -> dict[str, Any]:
-        return _read_schema(self.codec.reader_schema, "codec.reader_schema")
+        return read_schema(self.codec.reader_schema, "codec.reader_schema")
 
     @property
     def writer_schema(self) -> dict[str, Any]:
         if self.codec.writer_schema is None:
             return self.reader_schema
-        return _read_schema(self.codec.writer_schema, "codec.writer_schema")
+        return read_schema(self.codec.writer_schema, "codec.writer_schema")
 
     @property
     def output_schema(self) -> dict[str, Any]:
-        return _read_schema(self.codec.output_schema, "codec.output_schema")
+        return read_schema(self.codec.output_schema, "codec.output_schema")
 
     @property
     def schema_fingerprint(self) -> str:
@@ -185,10 +225,14 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "training": TrainingConfig,
     "simulator": SimulatorConfig,
+    "labels": LabelsConfig,
+    "metrics": MetricsConfig,
 }
 _PASSTHROUGH = {("kafka", "consumer"), ("kafka", "producer"), ("codec", "schema_registry"), ("training", "params")}
 _FEATURE_KEYS = {"fields", "windows", "aggregates", "ewma_alpha"}
 _WINDOW_KEYS = {"kind", "size", "seconds", "aggregates", "ewma_alpha"}
+_DRIFT_KEYS = {"enabled", "topic", "schema", "signals"}
+_SIGNAL_KEYS = {"source", "name", "detector", "params", "sample_every"}
 
 
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -244,11 +288,11 @@ def _parse_env_value(raw: str) -> Any:
 
 
 def _build(data: dict[str, Any], source: str) -> ServiceConfig:
-    unknown = set(data) - set(_SECTIONS) - {"features", "log_level"}
+    special = {"features", "drift", "log_level"}
+    unknown = set(data) - set(_SECTIONS) - special
     if unknown:
         raise ConfigError(
-            f"unknown key {sorted(unknown)[0]!r} in {source}; top-level keys are "
-            f"{sorted(set(_SECTIONS) | {'features', 'log_level'})}"
+            f"unknown key {sorted(unknown)[0]!r} in {source}; top-level keys are {sorted(set(_SECTIONS) | special)}"
         )
     sections = {name: _build_section(name, cls, data.get(name, {}), source) for name, cls in _SECTIONS.items()}
     features = data.get("features")
@@ -257,8 +301,10 @@ def _build(data: dict[str, Any], source: str) -> ServiceConfig:
     log_level = data.get("log_level", "INFO")
     if not isinstance(log_level, str) or log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+    features_spec = _build_features(features, source)
     return ServiceConfig(
-        features=_build_features(features, source),
+        features=features_spec,
+        drift=_build_drift(data.get("drift", {}), features_spec, source),
         log_level=log_level.upper(),
         source=source,
         **sections,
@@ -332,7 +378,61 @@ def _build_features(table: Any, source: str) -> FeatureSpec:
         raise ConfigError(f"[features] in {source}: {exc}") from exc
 
 
-def _read_schema(name: str, where: str) -> dict[str, Any]:
+def default_signals(spec: FeatureSpec) -> tuple[SignalSpec, ...]:
+    """What is watched when [drift] lists no signals: the score, every feature field, and (once
+    labels arrive) the 0/1 error, each with ADWIN. DDM is not the default for errors: it raises
+    false alarms while its error-rate estimate settles, and more the lower the error rate."""
+    return (
+        SignalSpec("score", detector="adwin"),
+        *(SignalSpec("input", name, detector="adwin") for name in spec.fields),
+        SignalSpec("error", detector="adwin"),
+    )
+
+
+def _build_drift(table: Any, spec: FeatureSpec, source: str) -> DriftConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[drift] in {source} must be a table")
+    for key in table:
+        if key not in _DRIFT_KEYS:
+            raise ConfigError(f"unknown key 'drift.{key}' in {source}; [drift] takes {sorted(_DRIFT_KEYS)}")
+    plain = {k: v for k, v in table.items() if k != "signals"}
+    base = _build_section("drift", _DriftPlain, plain, source)
+    raw_signals = table.get("signals")
+    if raw_signals is None:
+        signals = default_signals(spec)
+    else:
+        if isinstance(raw_signals, dict):  # from the environment: one table per signal index
+            raw_signals = [raw_signals[k] for k in sorted(raw_signals, key=int)]
+        signals_list = []
+        for i, item in enumerate(raw_signals):
+            if not isinstance(item, dict):
+                raise ConfigError(f"drift.signals[{i}] in {source} must be a table")
+            for key in item:
+                if key not in _SIGNAL_KEYS:
+                    raise ConfigError(
+                        f"unknown key 'drift.signals[{i}].{key}' in {source}; a signal takes {sorted(_SIGNAL_KEYS)}"
+                    )
+            try:
+                signals_list.append(SignalSpec(**{k: (dict(v) if k == "params" else v) for k, v in item.items()}))
+            except (DriftConfigError, TypeError) as exc:
+                raise ConfigError(f"drift.signals[{i}] in {source}: {exc}") from exc
+        signals = tuple(signals_list)
+    for s in signals:
+        if s.source == "input" and s.name not in spec.fields:
+            raise ConfigError(f"drift signal input:{s.name} is not one of features.fields {list(spec.fields)}")
+        if s.source == "feature" and s.name not in spec.feature_names:
+            raise ConfigError(f"drift signal feature:{s.name} is not a feature of the spec")
+    return DriftConfig(enabled=base.enabled, topic=base.topic, schema=base.schema, signals=signals)
+
+
+@dataclass(frozen=True)
+class _DriftPlain:
+    enabled: bool = True
+    topic: str = "streamscore-drift"
+    schema: str = "drift_event"
+
+
+def read_schema(name: str, where: str) -> dict[str, Any]:
     path = Path(name)
     if not path.suffix:
         try:
@@ -377,6 +477,18 @@ def _validate(config: ServiceConfig) -> None:
             raise ConfigError(f"feature field {name!r} has Avro type {fields[name]!r}; features need a numeric type")
     config.writer_schema  # noqa: B018 - fails early on an unreadable writer schema
     config.output_schema  # noqa: B018
+    labels = config.labels
+    if labels.topic is not None:
+        if labels.topic in kafka.input_topics:
+            raise ConfigError(f"labels.topic {labels.topic!r} is also an input topic")
+        if labels.id_field is not None and labels.id_field not in fields:
+            raise ConfigError(f"labels.id_field = {labels.id_field!r} is not a field of the reader schema")
+        if labels.cache_size < 1 or labels.max_age_s <= 0:
+            raise ConfigError("labels.cache_size must be >= 1 and labels.max_age_s > 0")
+        read_schema(labels.schema, "labels.schema")
+    if not 0 <= config.metrics.port <= 65535:
+        raise ConfigError(f"metrics.port must be a TCP port (0 for any free one), got {config.metrics.port}")
+    read_schema(config.drift.schema, "drift.schema")
 
 
 def _base_type(avro_type: Any) -> str:

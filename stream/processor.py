@@ -16,9 +16,11 @@ import numpy as np
 
 from features import FeatureStore, FeatureValueError
 from models import BatchScorer
+from models.drift import DriftEvent
 from stream.codec import AvroCodec, AvroEncoder
 from stream.deadletter import DeadLetter, InputMessage, dead_letter_for
 from stream.exceptions import InvalidRecordError, RecordError
+from stream.quality import QualityTracker
 
 __all__ = ["Prediction", "BatchResult", "BatchProcessor"]
 
@@ -38,13 +40,18 @@ class BatchResult:
 
     predictions: list[Prediction] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    drift_events: list[DriftEvent] = field(default_factory=list)
+    labels: int = 0  # label messages consumed
+    label_dead_letters: int = 0  # of the dead letters, how many were label messages
     # (topic, partition) -> next offset to read: last offset in the batch + 1
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     model_seconds: float = 0.0
 
     @property
     def consumed(self) -> int:
-        return len(self.predictions) + len(self.dead_letters)
+        """Input events consumed: scored or dead-lettered (labels not included)."""
+        return len(self.predictions) + len(self.dead_letters) - self.label_dead_letters
+
 
 
 class BatchProcessor:
@@ -58,6 +65,8 @@ class BatchProcessor:
         encoder: AvroEncoder,
         key_field: str,
         time_field: str,
+        quality: QualityTracker | None = None,
+        labels_topic: str | None = None,
     ) -> None:
         self.codec = codec
         self.store = store
@@ -68,15 +77,25 @@ class BatchProcessor:
         self.fields = store.spec.fields
         self.model_name = scorer.artifact.name
         self.model_version = scorer.artifact.version
+        self.quality = quality
+        self.labels_topic = labels_topic
 
     def process(self, messages: Sequence[InputMessage]) -> BatchResult:
         """Process ``messages`` in order; bad ones become dead letters, the rest are scored."""
         result = BatchResult()
         accepted: list[tuple[InputMessage, str, int]] = []
+        records: list[dict[str, Any]] = []
         rows: list[list[float]] = []
+        inputs: list[list[Any]] = []
         for msg in messages:
-            result.next_offsets[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+            topic = msg.topic() or ""
+            result.next_offsets[(topic, msg.partition() or 0)] = (msg.offset() or 0) + 1
             try:
+                if topic == self.labels_topic:
+                    result.labels += 1
+                    assert self.quality is not None
+                    result.drift_events.extend(self.quality.label(msg))
+                    continue
                 record = self.codec.decode(msg.value())
                 key, ts, values = self._validate(record)
                 try:
@@ -85,15 +104,24 @@ class BatchProcessor:
                     raise InvalidRecordError(str(exc)) from exc
             except RecordError as exc:
                 result.dead_letters.append(dead_letter_for(msg, exc, exc.stage))
+                result.label_dead_letters += topic == self.labels_topic
                 continue
             accepted.append((msg, key, ts))
+            records.append(record)
             rows.append(row)
+            inputs.append(values)
         if not accepted:
             return result
+        features = np.asarray(rows, dtype=np.float64)
         started = time.perf_counter()
-        scores = self.scorer.score(np.asarray(rows, dtype=np.float64))
+        scores = self.scorer.score(features)
         result.model_seconds = time.perf_counter() - started
         result.predictions = self._encode(accepted, scores)
+        if self.quality is not None:
+            result.drift_events.extend(self.quality.observe(
+                [m for m, _, _ in accepted], records, [ts for _, _, ts in accepted],
+                np.asarray(inputs, dtype=np.float64), features, scores,
+            ))
         return result
 
     def _validate(self, record: dict[str, Any]) -> tuple[str, int, list[Any]]:

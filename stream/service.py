@@ -13,10 +13,15 @@ from pathlib import Path
 
 from features import FeatureStore
 from models import BatchScorer, ModelArtifact
+from models.drift import DriftMonitor
+from models.labels import LabelJoiner
 from stream.admin import ensure_topics
 from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSource
-from stream.config import ServiceConfig
-from stream.processor import BatchProcessor
+from stream.config import ServiceConfig, read_schema
+from stream.health import HealthServer
+from stream.metrics import ServiceMetrics
+from stream.processor import BatchProcessor, BatchResult
+from stream.quality import QualityTracker
 from stream.sink import PredictionSink
 from stream.source import KafkaSource
 from stream.stats import RunStats
@@ -24,6 +29,9 @@ from stream.stats import RunStats
 __all__ = ["ScoringService", "build_service"]
 
 logger = logging.getLogger(__name__)
+
+# Consumer lag is refreshed at most this often (it asks librdkafka per partition).
+LAG_EVERY_S = 1.0
 
 
 class ScoringService:
@@ -36,13 +44,30 @@ class ScoringService:
         source: KafkaSource,
         sink: PredictionSink,
         stats: RunStats,
+        metrics: ServiceMetrics,
+        drift_encoder: AvroEncoder | None = None,
+        health: HealthServer | None = None,
     ) -> None:
         self.config = config
         self.processor = processor
         self.source = source
         self.sink = sink
         self.stats = stats
+        self.metrics = metrics
+        self.drift_encoder = drift_encoder
+        self.health = health
         self._stopping = False
+        self._lag_updated = 0.0
+        self._seen_joined = 0
+        self._seen_unmatched = 0
+
+    def readiness(self) -> dict[str, bool]:
+        """The /readyz checks: a model is loaded, partitions are assigned, the broker answers."""
+        return {
+            "model_loaded": self.processor.scorer is not None,
+            "partitions_assigned": bool(self.source.assigned),
+            "broker_reachable": self.source.broker_reachable(),
+        }
 
     def stop(self) -> None:
         """Ask the loop to stop after the current batch (safe from a signal handler)."""
@@ -59,6 +84,8 @@ class ScoringService:
             ",".join(kafka.input_topics), kafka.output_topic, self.processor.model_name,
             self.processor.model_version, batch.max_size, batch.max_wait_ms,
         )
+        if self.health is not None:
+            self.health.start()
         try:
             while not self._stopping:
                 size = batch.max_size
@@ -74,23 +101,69 @@ class ScoringService:
                     continue
                 last_message = time.monotonic()
                 self._score_batch(messages)
+                self._update_lag()
         finally:
             self.sink.close()
             self.source.close()
+            if self.health is not None:
+                self.health.stop()
         logger.info("stopped: %s", self.stats.summary())
         return self.stats
 
     def _score_batch(self, messages: list) -> None:
         result = self.processor.process(messages)
         self.stats.record_batch(result.consumed, result.model_seconds)
-        topic = self.config.kafka.output_topic
+        kafka = self.config.kafka
         for p in result.predictions:
-            self.sink.send(topic, p.key, p.value, event_time_ms=p.event_time_ms)
+            self.sink.send(kafka.output_topic, p.key, p.value, event_time_ms=p.event_time_ms)
         for d in result.dead_letters:
-            self.sink.send(self.config.kafka.dead_letter_topic, d.key, d.value, headers=d.headers)
+            self.sink.send(kafka.dead_letter_topic, d.key, d.value, headers=d.headers)
             self.stats.dead_letters[d.reason] += 1
+        if self.drift_encoder is not None:
+            for event in result.drift_events:
+                self.sink.send(self.config.drift.topic, event.signal.encode(), self.drift_encoder.encode(event.to_record()))
         self.sink.flush()
         self.source.commit(result.next_offsets)
+        self._record_metrics(messages, result)
+
+    def _record_metrics(self, messages: list, result: BatchResult) -> None:
+        m = self.metrics
+        labels_topic = self.config.labels.topic
+        per_topic: dict[str, int] = {}
+        for msg in messages:
+            per_topic[msg.topic()] = per_topic.get(msg.topic(), 0) + 1
+        for topic, n in per_topic.items():
+            if topic != labels_topic:
+                m.events_consumed.labels(topic).inc(n)
+        if result.consumed:
+            m.batch_size.observe(result.consumed)
+        if result.predictions:
+            m.model_seconds.observe(result.model_seconds)
+        for latency_ms in self.stats.take_new_latencies():
+            m.latency.observe(latency_ms / 1000.0)
+        m.predictions.inc(len(result.predictions))
+        for d in result.dead_letters:
+            m.dead_letters.labels(d.reason).inc()
+        for event in result.drift_events:
+            m.drift_alarms.labels(event.signal, event.detector).inc()
+        self.stats.drift_alarms += len(result.drift_events)
+        joiner = self.processor.quality.joiner if self.processor.quality is not None else None
+        if joiner is not None:
+            m.labels.labels("joined").inc(joiner.joined - self._seen_joined)
+            m.labels.labels("unmatched").inc(joiner.unmatched - self._seen_unmatched)
+            self._seen_joined, self._seen_unmatched = joiner.joined, joiner.unmatched
+            m.unlabelled.set(joiner.unlabelled)
+            m.label_cache.set(len(joiner))
+            for (version, metric), value in joiner.metric_values().items():
+                m.online_metric.labels(version, metric).set(value)
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_updated < LAG_EVERY_S:
+            return
+        self._lag_updated = now
+        for (topic, partition), lag in self.source.lag().items():
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
 
 
 def build_service(config: ServiceConfig, schema_source: SchemaSource | None = None) -> ScoringService:
@@ -112,6 +185,13 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         assert schema_source is not None
         output_id = schema_source.register(f"{kafka.output_topic}-value", config.output_schema)
     encoder = AvroEncoder(config.output_schema, codec_cfg.format, output_id)
+    drift_encoder = None
+    if config.drift.enabled:
+        drift_schema = read_schema(config.drift.schema, "drift.schema")
+        drift_id = None
+        if schema_source is not None and codec_cfg.format == "confluent":
+            drift_id = schema_source.register(f"{config.drift.topic}-value", drift_schema)
+        drift_encoder = AvroEncoder(drift_schema, codec_cfg.format, drift_id)
     processor = BatchProcessor(
         codec=codec,
         store=FeatureStore(config.features),
@@ -119,17 +199,47 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         encoder=encoder,
         key_field=codec_cfg.key_field,
         time_field=codec_cfg.time_field,
+        quality=_quality_tracker(config, artifact, schema_source),
+        labels_topic=config.labels.topic,
     )
     base = {"bootstrap.servers": kafka.bootstrap_servers}
     if kafka.create_topics:
-        ensure_topics(
-            {**base, **_admin_settings(kafka.producer)},
-            {kafka.output_topic: kafka.topic_partitions, kafka.dead_letter_topic: kafka.topic_partitions},
-        )
+        topics = {kafka.output_topic: kafka.topic_partitions, kafka.dead_letter_topic: kafka.topic_partitions}
+        if config.drift.enabled:
+            topics[config.drift.topic] = 1
+        ensure_topics({**base, **_admin_settings(kafka.producer)}, topics)
     stats = RunStats()
+    metrics = ServiceMetrics()
+    metrics.model.info({"name": artifact.name, "version": artifact.version, "sha256": artifact.manifest["sha256"]})
     sink = PredictionSink({**base, **kafka.producer}, stats)
-    source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, kafka.input_topics)
-    return ScoringService(config, processor, source, sink, stats)
+    topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
+    source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, topics_in)
+    service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder)
+    if config.metrics.enabled:
+        service.health = HealthServer(config.metrics.host, config.metrics.port, metrics.registry, service.readiness)
+    return service
+
+
+def _quality_tracker(
+    config: ServiceConfig, artifact: ModelArtifact, schema_source: SchemaSource | None
+) -> QualityTracker | None:
+    """Drift detectors and, with a labels topic, the label join; None when neither is on."""
+    monitor = None
+    if config.drift.enabled and config.drift.signals:
+        monitor = DriftMonitor(
+            config.drift.signals, artifact.name, artifact.version, config.features.fields,
+            config.features.feature_names, artifact.manifest.get("reference"),
+        )
+    joiner = label_codec = None
+    labels = config.labels
+    if labels.topic is not None:
+        joiner = LabelJoiner(str(artifact.manifest.get("task", "classification")),
+                             artifact.manifest.get("classes", []), labels.cache_size, labels.max_age_s)
+        label_codec = AvroCodec(read_schema(labels.schema, "labels.schema"), config.codec.format,
+                                schema_source=schema_source)
+    if monitor is None and joiner is None:
+        return None
+    return QualityTracker(monitor, artifact.version, joiner, label_codec, labels.id_field)
 
 
 def _admin_settings(producer: dict) -> dict:

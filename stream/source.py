@@ -85,6 +85,27 @@ class KafkaSource:
         tps = self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=timeout_s)
         return {(tp.topic, tp.partition): tp.offset for tp in tps}
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages between the position and the cached high watermark, per assigned partition."""
+        tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
+        if not tps:
+            return {}
+        out = {}
+        for tp in self._consumer.position(tps):
+            if tp.offset < 0:
+                continue
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        return out
+
+    def broker_reachable(self, timeout_s: float = 2.0) -> bool:
+        """Whether the cluster answers a metadata request (called from the health thread)."""
+        try:
+            return bool(self._consumer.list_topics(timeout=timeout_s).brokers)
+        except KafkaException:
+            return False
+
     def close(self) -> None:
         """Leave the group (the partitions move to other members at once)."""
         self._consumer.close()

@@ -26,6 +26,14 @@ class RunStats:
     last_acked: float | None = None
     # event time -> produce acknowledgement, milliseconds, one per prediction
     latencies_ms: array = field(default_factory=lambda: array("d"))
+    drift_alarms: int = 0
+    _latencies_taken: int = 0
+
+    def take_new_latencies(self) -> array:
+        """Latencies recorded since the previous call (for the metrics histogram)."""
+        new = self.latencies_ms[self._latencies_taken:]
+        self._latencies_taken = len(self.latencies_ms)
+        return new
 
     def record_ack(self, event_time_ms: int, now: float) -> None:
         self.predictions += 1
@@ -57,6 +65,7 @@ class RunStats:
             "elapsed_s": round(elapsed, 3),
             "throughput_eps": round(self.consumed / elapsed, 1) if elapsed > 0 else None,
             "model_seconds": round(self.model_seconds, 3),
+            "drift_alarms": self.drift_alarms,
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat is not None else None,
             "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if lat is not None else None,
         }

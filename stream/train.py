@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import numpy as np
 
 from features import compute_features
-from models import ModelArtifact, TrainingError, train_model
+from models import BatchScorer, ModelArtifact, TrainingError, train_model
 from models.artifact import library_versions
 from models.training import reference_statistics
 from stream.config import ServiceConfig
@@ -73,7 +74,13 @@ def train_from_config(config: ServiceConfig, out_dir: Path) -> ModelArtifact:
         "library_versions": library_versions(),
         "training": {"source": t.source, "events": len(records), "seed": t.seed, "keys": t.keys, "rate": t.rate},
         "metrics": trained.metrics,
-        "reference": reference_statistics(features, spec.feature_names),
+        "reference": {
+            "features": reference_statistics(features, spec.feature_names),
+            "inputs": reference_statistics(np.asarray([[r[f] for f in spec.fields] for r in records], dtype=float),
+                                           spec.fields),
+            "score": reference_statistics(BatchScorer.for_model(model, spec.feature_names).score(features).score[:, None],
+                                          ["score"])["score"],
+        },
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     artifact = ModelArtifact.save(out_dir, model, manifest)

@@ -29,7 +29,11 @@ def test_manifest_describes_the_model(small_model: ModelArtifact, small_config: 
     assert len(manifest["sha256"]) == 64
     assert 0.5 < manifest["metrics"]["roc_auc"] <= 1.0
     assert manifest["metrics"]["n_train"] + manifest["metrics"]["n_test"] == 6000
-    assert set(manifest["reference"]) == set(manifest["features"])
+    reference = manifest["reference"]
+    assert set(reference["features"]) == set(manifest["features"])
+    assert set(reference["inputs"]) == set(small_config.features.fields)
+    assert 0.0 <= reference["score"]["q01"] <= reference["score"]["q99"] <= 1.0
+    assert 50 < reference["inputs"]["temperature"]["mean"] < 70
     assert FeatureSpec.from_dict(manifest["feature_spec"]) == small_config.features
 
 

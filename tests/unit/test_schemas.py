@@ -21,6 +21,11 @@ SAMPLES = {
                    "score": 0.25, "label": "0",
                    "probabilities": [{"label": "0", "probability": 0.75}, {"label": "1", "probability": 0.25}],
                    "scored_at": 1_700_000_000_200},
+    "drift_event": {"signal": "input:temperature", "detector": "adwin", "model_name": "m", "model_version": "1",
+                    "topic": "in", "partition": 2, "offset": 1234, "event_time": 1_700_000_000_000,
+                    "detected_at": 1_700_000_000_500, "observations": 2048, "mean_before": 0.01,
+                    "mean_after": 0.98, "width_before": 2048, "width_after": 64},
+    "label": {"id": "in/2/1234", "label": "1", "label_time": 1_700_000_100_000},
 }
 
 

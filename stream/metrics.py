@@ -1,0 +1,46 @@
+"""Prometheus metrics of the service, in a registry of its own (several services can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+__all__ = ["ServiceMetrics"]
+
+# Batch sizes from single events to the largest batch the config allows.
+BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000, 50_000, 100_000)
+# Model calls from a single row (~0.5 ms) to large batches.
+MODEL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Event time to output acknowledged: a few ms on an idle loopback, seconds in a backlog.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ServiceMetrics:
+    """Every metric the service exports, named ``streamscore_*``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter("streamscore_events_consumed", "Input events consumed", ["topic"], registry=r)
+        self.predictions = Counter(
+            "streamscore_predictions_produced", "Predictions acknowledged by the broker", registry=r)
+        self.dead_letters = Counter("streamscore_dead_letters", "Records sent to the dead-letter topic",
+                                    ["reason"], registry=r)
+        self.batch_size = Histogram("streamscore_batch_size", "Events per micro-batch", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.model_seconds = Histogram("streamscore_model_call_seconds", "Duration of one batched model call",
+                                       buckets=MODEL_BUCKETS, registry=r)
+        self.latency = Histogram("streamscore_end_to_end_latency_seconds",
+                                 "Event time to prediction acknowledged by the broker",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.lag = Gauge("streamscore_consumer_lag", "Messages between the consumer position and the high watermark",
+                         ["topic", "partition"], registry=r)
+        self.drift_alarms = Counter("streamscore_drift_alarms", "Drift alarms raised", ["signal", "detector"],
+                                    registry=r)
+        self.model = Info("streamscore_model", "The model being served", registry=r)
+        self.online_metric = Gauge("streamscore_online_metric", "Online model quality from joined labels",
+                                   ["model_version", "metric"], registry=r)
+        self.labels = Counter("streamscore_labels", "Labels consumed, by outcome (joined, unmatched)", ["outcome"],
+                              registry=r)
+        self.unlabelled = Gauge("streamscore_predictions_unlabelled",
+                                "Predictions that left the label cache without a label", registry=r)
+        self.label_cache = Gauge("streamscore_label_cache_size", "Predictions waiting for their label", registry=r)

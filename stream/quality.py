@@ -1,0 +1,99 @@
+"""Model quality in the stream: drift detectors on each scored batch, and delayed labels joined to predictions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.drift import DriftEvent, DriftMonitor
+from models.labels import CachedPrediction, LabelJoiner
+from models.scorer import Scores
+from stream.codec import AvroCodec
+from stream.deadletter import InputMessage
+from stream.exceptions import InvalidRecordError
+
+__all__ = ["QualityTracker", "event_id"]
+
+
+def event_id(topic: str, partition: int, offset: int) -> str:
+    """The default id of a scored event, which labels refer to."""
+    return f"{topic}/{partition}/{offset}"
+
+
+class QualityTracker:
+    """Feeds drift detectors and the label joiner; either may be absent."""
+
+    def __init__(
+        self,
+        monitor: DriftMonitor | None,
+        model_version: str,
+        joiner: LabelJoiner | None = None,
+        label_codec: AvroCodec | None = None,
+        id_field: str | None = None,
+    ) -> None:
+        self.monitor = monitor
+        self.model_version = model_version
+        self.joiner = joiner
+        self.label_codec = label_codec
+        self.id_field = id_field
+
+    def observe(
+        self,
+        messages: Sequence[InputMessage],
+        records: Sequence[dict[str, Any]],
+        event_times: Sequence[int],
+        inputs: np.ndarray,
+        features: np.ndarray,
+        scores: Scores,
+    ) -> list[DriftEvent]:
+        """Cache the batch's predictions for their labels and run the drift detectors over it."""
+        if self.joiner is not None:
+            self._cache(messages, records, event_times, scores)
+        if self.monitor is None:
+            return []
+        events: list[DriftEvent] = []
+        topics = [m.topic() or "" for m in messages]
+        partitions = np.fromiter((m.partition() or 0 for m in messages), dtype=np.int64, count=len(messages))
+        offsets = np.fromiter((m.offset() or 0 for m in messages), dtype=np.int64, count=len(messages))
+        times = np.asarray(event_times, dtype=np.int64)
+        # Input topics are few; rows of each are fed in arrival order.
+        for topic in dict.fromkeys(topics):
+            rows = np.arange(len(topics)) if len(set(topics)) == 1 else np.flatnonzero(np.array(topics) == topic)
+            events.extend(self.monitor.update(
+                topic, partitions[rows], offsets[rows], times[rows], inputs[rows], features[rows], scores.score[rows],
+            ))
+        return events
+
+    def label(self, message: InputMessage) -> list[DriftEvent]:
+        """Join one label message; InvalidRecordError if it does not decode or lacks an id."""
+        assert self.joiner is not None and self.label_codec is not None
+        record = self.label_codec.decode(message.value())
+        label_id, truth = record.get("id"), record.get("label")
+        if not label_id or truth is None:
+            raise InvalidRecordError("label record lacks an id or a label")
+        joined = self.joiner.join(str(label_id), truth)
+        if joined is None or self.monitor is None or not self.monitor.watches_errors:
+            return []
+        p = joined.prediction
+        return self.monitor.update_errors(p.topic, p.partition, p.offset, p.event_time, joined.error)
+
+    def _cache(self, messages: Sequence[InputMessage], records: Sequence[dict[str, Any]],
+               event_times: Sequence[int], scores: Scores) -> None:
+        assert self.joiner is not None
+        now = time.time()
+        version = self.model_version
+        proba = scores.probabilities
+        binary = proba is not None and proba.shape[1] == 2
+        for i, msg in enumerate(messages):
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            key = str(records[i][self.id_field]) if self.id_field else event_id(topic, partition, offset)
+            self.joiner.add(key, CachedPrediction(
+                score=float(scores.score[i]),
+                label=scores.label[i] if scores.label is not None else None,
+                positive=float(proba[i, 1]) if binary else None,
+                model_version=version, topic=topic, partition=partition, offset=offset,
+                event_time=int(event_times[i]), cached_at=now,
+            ))
