@@ -228,6 +228,8 @@ _SECTIONS: dict[str, type] = {
     "labels": LabelsConfig,
     "metrics": MetricsConfig,
 }
+# Sections the environment can override ([features] is structural: set it in the file).
+_ENV_SECTIONS = set(_SECTIONS) | {"drift"}
 _PASSTHROUGH = {("kafka", "consumer"), ("kafka", "producer"), ("codec", "schema_registry"), ("training", "params")}
 _FEATURE_KEYS = {"fields", "windows", "aggregates", "ewma_alpha"}
 _WINDOW_KEYS = {"kind", "size", "seconds", "aggregates", "ewma_alpha"}
@@ -267,10 +269,10 @@ def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> None:
         if len(parts) == 1 and parts[0] == "log_level":
             data["log_level"] = raw
             continue
-        if len(parts) < 2 or parts[0] not in _SECTIONS:
+        if len(parts) < 2 or parts[0] not in _ENV_SECTIONS:
             raise ConfigError(
                 f"environment variable {name} does not name a setting; "
-                f"use {ENV_PREFIX}<SECTION>__<KEY> with a section of {sorted(_SECTIONS)}"
+                f"use {ENV_PREFIX}<SECTION>__<KEY> with a section of {sorted(_ENV_SECTIONS)}"
             )
         node = data
         for part in parts[:-1]:

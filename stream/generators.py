@@ -27,11 +27,12 @@ KEY_FIELDS = {"sensor": "sensor_id", "market": "symbol", "sp500": "symbol"}
 Event = tuple[dict[str, Any], int]
 
 # Sensor model: per-sensor baselines, gaussian noise, and a two-state fault
-# process (about 1 event in 6 is in a fault) that raises temperature and
+# process (about 1 event in 6 is in a fault, faults last 10 readings on
+# average) that raises temperature and
 # vibration. Noise standard deviations, in the fields' units:
 SENSOR_NOISE = {"temperature": 1.0, "pressure": 50.0, "vibration": 0.3, "humidity": 1.5}
-FAULT_START_P = 0.01
-FAULT_END_P = 0.05
+FAULT_START_P = 0.02
+FAULT_END_P = 0.1
 FAULT_TEMPERATURE = 2.5  # degrees added during a fault
 FAULT_VIBRATION = 1.8  # factor on vibration during a fault
 # Market model: AR(1) log returns, so the last move says a little about the next.
@@ -59,7 +60,9 @@ def sensor_events(
         "humidity": rng.normal(45.0, 5.0, keys),
     }
     names = [f"sensor-{k:05d}" for k in range(keys)]
-    fault = np.zeros(keys, dtype=bool)
+    # Start in the fault process's stationary distribution, so that the stream
+    # has no warm-up trend: the only drift is the one injected at drift_at.
+    fault = rng.random(keys) < FAULT_START_P / (FAULT_START_P + FAULT_END_P)
     clock = _Clock(start_ms, rate)
     for i, (k, u, noise) in enumerate(_blocks(rng, count, keys, 4)):
         fault[k] = (u >= FAULT_END_P) if fault[k] else (u < FAULT_START_P)

@@ -94,6 +94,7 @@ class ScoringService:
                     if size <= 0:
                         break
                 messages = self.source.poll_batch(size, wait_s)
+                self._update_lag()
                 if not messages:
                     if idle_exit_seconds is not None and time.monotonic() - last_message >= idle_exit_seconds:
                         logger.info("no input for %.1fs: stopping", idle_exit_seconds)
@@ -101,7 +102,6 @@ class ScoringService:
                     continue
                 last_message = time.monotonic()
                 self._score_batch(messages)
-                self._update_lag()
         finally:
             self.sink.close()
             self.source.close()

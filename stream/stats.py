@@ -41,6 +41,9 @@ class RunStats:
         self.last_acked = now
 
     def record_batch(self, consumed: int, model_seconds: float) -> None:
+        """Count a batch of input events (a batch of labels only is not one)."""
+        if consumed == 0:
+            return
         if self.first_consumed is None:
             self.first_consumed = time.time()
         self.consumed += consumed
