@@ -7,12 +7,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean
+.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean drift-report bench-drift-cost
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
 
-test: $(STAMP)  ## every test; integration tests on a real broker
+test: $(STAMP)  ## every test; integration tests on a real broker (and a real Prometheus)
+	scripts/ensure-prometheus
 	scripts/local-kafka with $(BIN)/python -m pytest
 
 test-unit: $(STAMP)  ## pure-logic tests, no broker
@@ -20,6 +21,12 @@ test-unit: $(STAMP)  ## pure-logic tests, no broker
 
 lint: $(STAMP)  ## static checks (pyflakes, bugbear, pyupgrade, import order)
 	$(BIN)/ruff check stream features models schemas tests
+
+drift-report: $(STAMP)  ## detection delay and false alarms per detector: bench/results/drift.json + drift.png
+	$(BIN)/python bench/drift_report.py
+
+bench-drift-cost: $(STAMP)  ## throughput with default drift monitoring vs without, as a ratio
+	scripts/local-kafka with $(BIN)/python bench/drift_cost.py
 
 venv: $(STAMP)
 

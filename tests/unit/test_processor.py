@@ -107,3 +107,32 @@ def test_a_rejected_record_leaves_the_window_untouched(small_config: ServiceConf
 def test_empty_and_all_bad_batches_produce_no_model_call(small_config, small_model, size: int) -> None:
     result = make_processor(small_config, small_model).process([FakeMessage(b"x", i) for i in range(size)])
     assert result.predictions == [] and len(result.dead_letters) == size and result.model_seconds == 0.0
+
+
+def test_labels_join_predictions_and_bad_labels_are_dead_lettered(small_config: ServiceConfig, small_model: ModelArtifact) -> None:
+    from models.drift import DriftMonitor, SignalSpec
+    from models.labels import LabelJoiner
+    from stream.quality import QualityTracker
+
+    monitor = DriftMonitor([SignalSpec("error")], "sensor-fault", "1", small_config.features.fields,
+                           small_config.features.feature_names)
+    joiner = LabelJoiner("classification", small_model.manifest["classes"])
+    quality = QualityTracker(monitor, "1", joiner, AvroCodec(load_schema("label")))
+    proc = BatchProcessor(AvroCodec(SCHEMA), FeatureStore(small_config.features), BatchScorer(small_model),
+                          AvroEncoder(OUT), "sensor_id", "ts", quality=quality, labels_topic="labels")
+    enc = AvroEncoder(SCHEMA)
+    pairs = list(sensor_events(20, 4, seed=3))
+    scored = proc.process([FakeMessage(enc.encode(r), i) for i, (r, _) in enumerate(pairs)])
+    assert len(scored.predictions) == 20 and len(joiner) == 20
+
+    label_enc = AvroEncoder(load_schema("label"))
+    labels = [FakeMessage(label_enc.encode({"id": f"in/0/{i}", "label": str(y), "label_time": 0}), 100 + i,
+                          _topic="labels") for i, (_, y) in enumerate(pairs[:5])]
+    labels.append(FakeMessage(b"\x00garbage", 105, _topic="labels"))
+    labels.append(FakeMessage(label_enc.encode({"id": "in/0/999", "label": "1", "label_time": 0}), 106, _topic="labels"))
+    result = proc.process(labels)
+    assert result.consumed == 0 and result.labels == 7 and result.predictions == []
+    assert [d.reason for d in result.dead_letters] == ["MalformedRecordError"]
+    assert result.next_offsets == {("labels", 0): 107}
+    assert (joiner.joined, joiner.unmatched, len(joiner)) == (5, 1, 15)
+    assert joiner.metric_values()[("1", "accuracy")] == 1.0  # the test model is right on these five
