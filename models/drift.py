@@ -131,14 +131,15 @@ def make_detector(spec: SignalSpec) -> Any:
 
 
 class _Track:
-    """A detector on one (signal, partition), with what its alarms report."""
+    """A detector on one (signal, partition), and the values it saw since its previous alarm."""
 
-    __slots__ = ("detector", "seen", "since_alarm", "exposes_window")
+    __slots__ = ("detector", "seen", "since_alarm", "sum_since_alarm", "exposes_window")
 
     def __init__(self, spec: SignalSpec) -> None:
         self.detector = make_detector(spec)
         self.seen = 0
         self.since_alarm = 0
+        self.sum_since_alarm = 0.0
         self.exposes_window = spec.detector == "adwin"
 
 
@@ -221,36 +222,44 @@ class DriftMonitor:
         track = self._tracks.get(key)
         if track is None:
             track = self._tracks[key] = _Track(spec)
+        every = spec.sample_every
+        if every > 1:  # keep the values whose running count is a multiple of `every`
+            first = (-track.seen - 1) % every
+            track.seen += len(values)
+            rows, values = rows[first::every], values[first::every]
+        else:
+            track.seen += len(values)
         det = track.detector
         update = det.update
-        every = spec.sample_every
         events: list[DriftEvent] = []
-        window = track.exposes_window
+        start = 0  # values[start:] are not yet counted in track.since_alarm
         for j, x in enumerate(values.tolist()):
-            track.seen += 1
-            if every > 1 and track.seen % every:
-                continue
-            track.since_alarm += 1
-            if window:
-                before, width_before = det.estimation, det.width
             update(x)
-            if det.drift_detected:
-                row = int(rows[j])
-                event = DriftEvent(
-                    signal=spec.label, detector=spec.detector, model_name=self.model_name,
-                    model_version=self.model_version, topic=topic, partition=partition,
-                    offset=int(offsets[row]), event_time=int(event_times[row]),
-                    detected_at=int(time.time() * 1000), observations=track.since_alarm,
-                    mean_before=float(before) if window else None,
-                    mean_after=float(det.estimation) if window else None,
-                    width_before=int(width_before) if window else None,
-                    width_after=int(det.width) if window else None,
-                )
-                track.since_alarm = 0
-                logger.warning(
-                    "drift on %s (%s) in %s[%d] at offset %d", event.signal, event.detector, topic, partition, event.offset
-                )
-                events.append(event)
+            if not det.drift_detected:
+                continue
+            # The mean before the alarm is over the values since the previous one:
+            # for ADWIN exactly its window before the cut.
+            n_before = track.since_alarm + j + 1 - start
+            mean_before = (track.sum_since_alarm + float(values[start:j + 1].sum())) / n_before
+            row = int(rows[j])
+            window = track.exposes_window
+            event = DriftEvent(
+                signal=spec.label, detector=spec.detector, model_name=self.model_name,
+                model_version=self.model_version, topic=topic, partition=partition,
+                offset=int(offsets[row]), event_time=int(event_times[row]),
+                detected_at=int(time.time() * 1000), observations=n_before,
+                mean_before=mean_before,
+                mean_after=float(det.estimation) if window else None,
+                width_before=n_before if window else None,
+                width_after=int(det.width) if window else None,
+            )
+            track.since_alarm, track.sum_since_alarm, start = 0, 0.0, j + 1
+            logger.warning(
+                "drift on %s (%s) in %s[%d] at offset %d", event.signal, event.detector, topic, partition, event.offset
+            )
+            events.append(event)
+        track.since_alarm += len(values) - start
+        track.sum_since_alarm += float(values[start:].sum())
         return events
 
 

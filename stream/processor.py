@@ -87,9 +87,10 @@ class BatchProcessor:
         records: list[dict[str, Any]] = []
         rows: list[list[float]] = []
         inputs: list[list[Any]] = []
+        where: list[tuple[str, int, int]] = []  # (topic, partition, offset) of each accepted message
         for msg in messages:
-            topic = msg.topic() or ""
-            result.next_offsets[(topic, msg.partition() or 0)] = (msg.offset() or 0) + 1
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            result.next_offsets[(topic, partition)] = offset + 1
             try:
                 if topic == self.labels_topic:
                     result.labels += 1
@@ -110,6 +111,7 @@ class BatchProcessor:
             records.append(record)
             rows.append(row)
             inputs.append(values)
+            where.append((topic, partition, offset))
         if not accepted:
             return result
         features = np.asarray(rows, dtype=np.float64)
@@ -119,8 +121,7 @@ class BatchProcessor:
         result.predictions = self._encode(accepted, scores)
         if self.quality is not None:
             result.drift_events.extend(self.quality.observe(
-                [m for m, _, _ in accepted], records, [ts for _, _, ts in accepted],
-                np.asarray(inputs, dtype=np.float64), features, scores,
+                where, records, [ts for _, _, ts in accepted], np.asarray(inputs, dtype=np.float64), features, scores,
             ))
         return result
 

@@ -42,26 +42,30 @@ class QualityTracker:
 
     def observe(
         self,
-        messages: Sequence[InputMessage],
+        where: Sequence[tuple[str, int, int]],
         records: Sequence[dict[str, Any]],
         event_times: Sequence[int],
         inputs: np.ndarray,
         features: np.ndarray,
         scores: Scores,
     ) -> list[DriftEvent]:
-        """Cache the batch's predictions for their labels and run the drift detectors over it."""
+        """Cache the batch's predictions for their labels and run the drift detectors over it.
+
+        ``where`` is each row's (topic, partition, offset), rows in arrival order.
+        """
         if self.joiner is not None:
-            self._cache(messages, records, event_times, scores)
+            self._cache(where, records, event_times, scores)
         if self.monitor is None:
             return []
         events: list[DriftEvent] = []
-        topics = [m.topic() or "" for m in messages]
-        partitions = np.fromiter((m.partition() or 0 for m in messages), dtype=np.int64, count=len(messages))
-        offsets = np.fromiter((m.offset() or 0 for m in messages), dtype=np.int64, count=len(messages))
+        topics, partition_list, offset_list = zip(*where)
+        partitions = np.asarray(partition_list, dtype=np.int64)
+        offsets = np.asarray(offset_list, dtype=np.int64)
         times = np.asarray(event_times, dtype=np.int64)
+        distinct = dict.fromkeys(topics)
         # Input topics are few; rows of each are fed in arrival order.
-        for topic in dict.fromkeys(topics):
-            rows = np.arange(len(topics)) if len(set(topics)) == 1 else np.flatnonzero(np.array(topics) == topic)
+        for topic in distinct:
+            rows = np.arange(len(topics)) if len(distinct) == 1 else np.flatnonzero(np.array(topics) == topic)
             events.extend(self.monitor.update(
                 topic, partitions[rows], offsets[rows], times[rows], inputs[rows], features[rows], scores.score[rows],
             ))
@@ -80,15 +84,14 @@ class QualityTracker:
         p = joined.prediction
         return self.monitor.update_errors(p.topic, p.partition, p.offset, p.event_time, joined.error)
 
-    def _cache(self, messages: Sequence[InputMessage], records: Sequence[dict[str, Any]],
+    def _cache(self, where: Sequence[tuple[str, int, int]], records: Sequence[dict[str, Any]],
                event_times: Sequence[int], scores: Scores) -> None:
         assert self.joiner is not None
         now = time.time()
         version = self.model_version
         proba = scores.probabilities
         binary = proba is not None and proba.shape[1] == 2
-        for i, msg in enumerate(messages):
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        for i, (topic, partition, offset) in enumerate(where):
             key = str(records[i][self.id_field]) if self.id_field else event_id(topic, partition, offset)
             self.joiner.add(key, CachedPrediction(
                 score=float(scores.score[i]),

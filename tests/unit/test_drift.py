@@ -158,3 +158,27 @@ def test_standardisation_uses_the_reference() -> None:
     z = np.arange(20_000)
     events = mon.update("in", np.zeros(20_000, dtype=int), z, z, inputs, np.zeros((20_000, 1)), np.zeros(20_000))
     assert len(events) <= 4  # unstandardised, Page-Hinkley's threshold of 50 would be a fraction of one sd
+
+
+def test_window_statistics_are_adwins_own() -> None:
+    rng = np.random.default_rng(6)
+    scores = np.concatenate([rng.normal(0, 1, 2000), rng.normal(2, 1, 1000), rng.normal(-1, 1, 1000)])
+    reference = make_detector(SignalSpec("score"))
+    expected = []
+    for x in scores.tolist():
+        before, width = reference.estimation, reference.width
+        reference.update(x)
+        if reference.drift_detected:  # the window just before the cut: the old one plus x
+            expected.append(((before * width + x) / (width + 1), width + 1, reference.estimation, reference.width))
+    mon = monitor([SignalSpec("score")])
+    n = len(scores)
+    events = []
+    for s in range(0, n, 300):
+        rows = slice(s, s + 300)
+        k = len(scores[rows])
+        events += mon.update("in", np.zeros(k, dtype=int), np.arange(n)[rows], np.arange(n)[rows],
+                             np.zeros((k, 2)), np.zeros((k, 1)), scores[rows])
+    assert len(events) == len(expected) >= 2
+    for e, (before, width, after, width_after) in zip(events, expected):
+        assert e.mean_before == pytest.approx(before, rel=1e-9, abs=1e-12)
+        assert (e.width_before, e.mean_after, e.width_after) == (width, after, width_after)
