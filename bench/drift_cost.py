@@ -107,28 +107,39 @@ class _Message:
 
 
 def processing_cost(config, events: int, rounds: int) -> dict:
-    """The batch processor alone over the same messages, drift on and off: the cost without broker noise."""
+    """The batch processor alone over the same messages, drift on and off: the cost without broker noise.
+
+    The two processors take turns batch by batch (alternating which goes
+    first), so both see the same machine conditions; this VM's speed drifts
+    by 10% or more between runs a minute apart.
+    """
     enc = AvroEncoder(load_schema("sensor_reading"))
     records = [r for r, _ in sensor_events(events, 1000, seed=2)]
     messages = [_Message(enc.encode(r), i // 8, i % 8, r["sensor_id"].encode()) for i, r in enumerate(records)]
     artifact = ModelArtifact.load(Path(config.model.path), config.features)
-    seconds: dict[str, list[float]] = {"off": [], "on": []}
+    seconds = {"off": 0.0, "on": 0.0}
+    size = config.batch.max_size
     for _ in range(rounds):
-        for mode in ("off", "on"):
-            monitor = DriftMonitor(config.drift.signals, artifact.name, artifact.version, config.features.fields,
-                                   config.features.feature_names, artifact.manifest.get("reference"))
-            processor = BatchProcessor(
+        monitor = DriftMonitor(config.drift.signals, artifact.name, artifact.version, config.features.fields,
+                               config.features.feature_names, artifact.manifest.get("reference"))
+        processors = {
+            mode: BatchProcessor(
                 AvroCodec(config.reader_schema), FeatureStore(config.features), BatchScorer(artifact),
                 AvroEncoder(config.output_schema), config.codec.key_field, config.codec.time_field,
                 quality=QualityTracker(monitor, artifact.version) if mode == "on" else None,
             )
-            started = time.process_time()
-            for i in range(0, events, config.batch.max_size):
-                processor.process(messages[i:i + config.batch.max_size])
-            seconds[mode].append(time.process_time() - started)
-    off, on = statistics.median(seconds["off"]), statistics.median(seconds["on"])
-    return {"events": events, "cpu_s_off": seconds["off"], "cpu_s_on": seconds["on"],
-            "us_per_event_off": off / events * 1e6, "us_per_event_on": on / events * 1e6, "ratio_on_over_off": off / on}
+            for mode in ("off", "on")
+        }
+        for n, i in enumerate(range(0, events, size)):
+            batch = messages[i:i + size]
+            for mode in (("off", "on") if n % 2 == 0 else ("on", "off")):
+                started = time.perf_counter()
+                processors[mode].process(batch)
+                seconds[mode] += time.perf_counter() - started
+    total = events * rounds
+    return {"events": events, "rounds": rounds, "seconds_off": seconds["off"], "seconds_on": seconds["on"],
+            "us_per_event_off": seconds["off"] / total * 1e6, "us_per_event_on": seconds["on"] / total * 1e6,
+            "ratio_on_over_off": seconds["off"] / seconds["on"]}
 
 
 if __name__ == "__main__":
