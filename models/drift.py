@@ -255,7 +255,8 @@ class DriftMonitor:
             )
             track.since_alarm, track.sum_since_alarm, start = 0, 0.0, j + 1
             logger.warning(
-                "drift on %s (%s) in %s[%d] at offset %d", event.signal, event.detector, topic, partition, event.offset
+                "drift on %s (%s) in %s[%d] at offset %d, event time %d",
+                event.signal, event.detector, topic, partition, event.offset, event.event_time,
             )
             events.append(event)
         track.since_alarm += len(values) - start

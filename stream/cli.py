@@ -79,6 +79,17 @@ def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     from stream.train import train_from_config
 
     assert config is not None
+    if args.if_needed:
+        from models import ModelArtifact, ModelLoadError
+
+        try:
+            current = ModelArtifact.load(Path(args.out), config.features, config.schema_fingerprint)
+        except ModelLoadError as exc:
+            logger.info("training: %s", exc)
+        else:
+            print(json.dumps({"model": current.name, "version": current.version, "path": str(current.path),
+                              "up_to_date": True}), flush=True)
+            return EXIT_OK
     artifact = train_from_config(config, Path(args.out))
     print(json.dumps({"model": artifact.name, "version": artifact.version, "path": str(artifact.path),
                       "metrics": artifact.manifest["metrics"]}), flush=True)
@@ -141,6 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model on features computed by the service's own code")
     train.add_argument("--config", required=True, help="TOML configuration file ([features] and [training])")
     train.add_argument("--out", required=True, help="model directory to write")
+    train.add_argument("--if-needed", action="store_true",
+                       help="keep the model in --out if it loads and its features match the config")
     train.set_defaults(func=_train)
 
     sim = sub.add_parser("simulate", help="produce seeded synthetic events (or a replay of SP500Stocks)")

@@ -60,3 +60,23 @@ def test_cli_train_writes_the_artifact(tmp_path: Path, monkeypatch: pytest.Monke
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"] == "sensor-fault" and summary["metrics"]["n_test"] == 600
     assert (tmp_path / "m" / "model.joblib").is_file()
+
+
+def test_train_if_needed_keeps_a_matching_model_and_replaces_a_stale_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMSCORE_TRAINING__EVENTS", "2000")
+    monkeypatch.setenv("STREAMSCORE_TRAINING__PARAMS", "{ max_iter = 5 }")
+    args = ["train", "--config", str(ROOT / "examples" / "sensor.toml"), "--out", str(tmp_path / "m"), "--if-needed"]
+    assert main(args) == 0
+    first = (tmp_path / "m" / "manifest.json").read_text()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["up_to_date"] is True
+    assert (tmp_path / "m" / "manifest.json").read_text() == first
+    manifest = json.loads(first)
+    manifest["features"] = manifest["features"][1:]
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    assert main(args) == 0
+    assert "up_to_date" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["features"] == json.loads(first)["features"]
