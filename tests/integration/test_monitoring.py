@@ -72,7 +72,8 @@ def test_injected_drift_is_detected_after_the_change_and_not_before(kafka_bootst
     config = service_config(kafka_bootstrap, small_model.path, topic, drift__topic=topic + "-drift",
                             metrics__enabled=False)
 
-    stats = build_service(config).run(max_events=12_000, idle_exit_seconds=30)
+    service = build_service(config)
+    stats = service.run(max_events=12_000, idle_exit_seconds=30)
 
     assert stats.predictions == 12_000
     codec = AvroCodec(load_schema("drift_event"))
@@ -84,6 +85,9 @@ def test_injected_drift_is_detected_after_the_change_and_not_before(kafka_bootst
     assert temperature[0]["offset"] - DRIFT_AT <= TEMPERATURE_DELAY_BOUND
     assert temperature[0]["mean_after"] > temperature[0]["mean_before"]
     assert all(e["model_name"] == "sensor-fault" and e["topic"] == topic and e["partition"] == 0 for e in events)
+    counted = service.metrics.registry.get_sample_value(
+        "streamscore_drift_alarms_total", {"signal": "input:temperature", "detector": "adwin"})
+    assert counted == len(temperature)
 
 
 @pytest.fixture(scope="module")

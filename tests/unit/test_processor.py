@@ -136,3 +136,18 @@ def test_labels_join_predictions_and_bad_labels_are_dead_lettered(small_config: 
     assert result.next_offsets == {("labels", 0): 107}
     assert (joiner.joined, joiner.unmatched, len(joiner)) == (5, 1, 15)
     assert joiner.metric_values()[("1", "accuracy")] == 1.0  # the test model is right on these five
+
+
+def test_labels_can_name_events_by_a_configured_id_field(small_config: ServiceConfig, small_model: ModelArtifact) -> None:
+    from models.labels import LabelJoiner
+    from stream.quality import QualityTracker
+
+    joiner = LabelJoiner("classification", small_model.manifest["classes"])
+    quality = QualityTracker(None, "1", joiner, AvroCodec(load_schema("label")), id_field="ts")
+    proc = BatchProcessor(AvroCodec(SCHEMA), FeatureStore(small_config.features), BatchScorer(small_model),
+                          AvroEncoder(OUT), "sensor_id", "ts", quality=quality, labels_topic="labels")
+    records = [r for r, _ in sensor_events(10, 3, seed=4)]
+    proc.process([FakeMessage(AvroEncoder(SCHEMA).encode(r), i) for i, r in enumerate(records)])
+    label = AvroEncoder(load_schema("label")).encode({"id": str(records[3]["ts"]), "label": "0", "label_time": 0})
+    proc.process([FakeMessage(label, 0, _topic="labels")])
+    assert (joiner.joined, joiner.unmatched) == (1, 0)
