@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean drift-report bench-drift-cost
+.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean drift-report bench-drift-cost bench
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
@@ -21,6 +21,9 @@ test-unit: $(STAMP)  ## pure-logic tests, no broker
 
 lint: $(STAMP)  ## static checks (pyflakes, bugbear, pyupgrade, import order)
 	$(BIN)/ruff check stream features models schemas tests
+
+bench: $(STAMP)  ## throughput and latency against a per-event loop and a consume+decode ceiling
+	scripts/local-kafka with $(BIN)/python bench/throughput.py
 
 drift-report: $(STAMP)  ## detection delay and false alarms per detector: bench/results/drift.json + drift.png
 	$(BIN)/python bench/drift_report.py

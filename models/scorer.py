@@ -9,7 +9,14 @@ import numpy as np
 from models.artifact import ModelArtifact
 from models.exceptions import ModelLoadError
 
-__all__ = ["Scores", "BatchScorer"]
+__all__ = ["Scores", "BatchScorer", "limit_model_threads"]
+
+
+def limit_model_threads(threads: int) -> object:
+    """Cap the OpenMP and BLAS threads model calls use, for this process; keep the returned handle."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
 
 
 @dataclass(frozen=True)

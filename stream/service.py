@@ -15,6 +15,7 @@ from features import FeatureStore
 from models import BatchScorer, ModelArtifact
 from models.drift import DriftMonitor
 from models.labels import LabelJoiner
+from models.scorer import limit_model_threads
 from stream.admin import ensure_topics
 from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSource
 from stream.config import ServiceConfig, read_schema
@@ -56,6 +57,7 @@ class ScoringService:
         self.metrics = metrics
         self.drift_encoder = drift_encoder
         self.health = health
+        self.thread_limits: object | None = None
         self._stopping = False
         self._lag_updated = 0.0
         self._seen_joined = 0
@@ -170,6 +172,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     """Load the model, connect, and wire the service; failures here are start-up errors."""
     kafka = config.kafka
     artifact = ModelArtifact.load(Path(config.model.path), config.features, config.schema_fingerprint)
+    thread_limits = limit_model_threads(config.model.threads)
     codec_cfg = config.codec
     if codec_cfg.format == "confluent" and schema_source is None:
         assert codec_cfg.schema_registry_url is not None
@@ -215,6 +218,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
     source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, topics_in)
     service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder)
+    service.thread_limits = thread_limits  # the limits hold while this handle lives
     if config.metrics.enabled:
         service.health = HealthServer(config.metrics.host, config.metrics.port, metrics.registry, service.readiness)
     return service

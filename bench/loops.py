@@ -1,0 +1,104 @@
+"""The two reference loops of bench/throughput.py, each run in a child process.
+
+    python bench/loops.py ceiling TOPIC N   # consume and decode only
+    python bench/loops.py naive TOPIC N     # per event: poll, decode, features, one-row predict_proba, produce
+
+Settings come from the sensor example plus STREAMSCORE_* variables, as for
+the service. Prints one JSON line: events, seconds, eps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import Consumer, Producer
+
+from features import FeatureStore
+from models import ModelArtifact
+from models.scorer import limit_model_threads
+from stream.admin import ensure_topics
+from stream.codec import AvroCodec, AvroEncoder
+from stream.config import load_config
+from stream.sink import PRODUCER_DEFAULTS
+from stream.source import CONSUMER_DEFAULTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ceiling(config, topic: str, n: int) -> dict:
+    consumer = Consumer({**CONSUMER_DEFAULTS, "bootstrap.servers": config.kafka.bootstrap_servers,
+                         "group.id": f"ceiling-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    codec = AvroCodec(config.reader_schema)
+    done, started = 0, None
+    while done < n:
+        for msg in consumer.consume(num_messages=min(10_000, n - done), timeout=1.0):
+            if msg.error():
+                continue
+            if started is None:
+                started = time.perf_counter()
+            codec.decode(msg.value())
+            done += 1
+    seconds = time.perf_counter() - started
+    consumer.close()
+    return {"events": done, "seconds": seconds, "eps": done / seconds}
+
+
+def naive(config, topic: str, n: int) -> dict:
+    """What a first version of such a service does: everything one event at a time."""
+    base = {"bootstrap.servers": config.kafka.bootstrap_servers}
+    ensure_topics(base, {config.kafka.output_topic: config.kafka.topic_partitions})
+    consumer = Consumer({**CONSUMER_DEFAULTS, **base, "group.id": f"naive-{uuid.uuid4().hex[:6]}"})
+    consumer.subscribe([topic])
+    producer = Producer({**PRODUCER_DEFAULTS, **base})
+    codec = AvroCodec(config.reader_schema)
+    encoder = AvroEncoder(config.output_schema)
+    artifact = ModelArtifact.load(Path(config.model.path), config.features)
+    limits = limit_model_threads(config.model.threads)  # the same setting as the service  # noqa: F841
+    model = artifact.model
+    classes = [str(c) for c in model.classes_]
+    store = FeatureStore(config.features)
+    fields = config.features.fields
+    done, started = 0, None
+    while done < n:
+        msg = consumer.poll(1.0)
+        if msg is None or msg.error():
+            continue
+        if started is None:
+            started = time.perf_counter()
+        record = codec.decode(msg.value())
+        row = store.update(record["sensor_id"], record["ts"], [record[f] for f in fields])
+        proba = model.predict_proba(np.asarray([row]))[0]
+        value = encoder.encode({
+            "key": record["sensor_id"], "event_time": record["ts"], "source_topic": msg.topic(),
+            "source_partition": msg.partition(), "source_offset": msg.offset(), "model_name": artifact.name,
+            "model_version": artifact.version, "score": float(proba[1]), "label": classes[int(np.argmax(proba))],
+            "probabilities": [{"label": c, "probability": float(p)} for c, p in zip(classes, proba)],
+            "scored_at": int(time.time() * 1000),
+        })
+        producer.produce(config.kafka.output_topic, value=value, key=record["sensor_id"].encode())
+        producer.poll(0)
+        done += 1
+    if producer.flush(60):
+        raise RuntimeError("the naive loop's outputs were not all acknowledged")
+    seconds = time.perf_counter() - started
+    consumer.close()
+    return {"events": done, "seconds": seconds, "eps": done / seconds}
+
+
+def main() -> int:
+    mode, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    config = load_config(ROOT / "examples" / "sensor.toml", os.environ)
+    result = {"ceiling": ceiling, "naive": naive}[mode](config, topic, n)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

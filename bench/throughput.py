@@ -1,0 +1,231 @@
+"""Throughput and latency of the scorer against a per-event loop and a consume-and-decode ceiling.
+
+One run measures, on the same broker and the same pre-produced backlog of
+demo sensor events (1,000 keys, 8 partitions, the sensor example's 40 window
+features, HistGradientBoosting with 100 iterations):
+
+- the ceiling: consume and decode only;
+- a naive per-event loop: poll one, decode, features, one-row predict_proba, produce;
+- streamscore with its default settings (the example config, drift on);
+- throughput against batch.max_size;
+- end-to-end latency p50/p99 at offered loads produced live by a second process.
+
+Each measurement runs in a child process, so CPU time and peak RSS are its
+own. Ratios are taken within the run: this VM's speed drifts between runs.
+
+    make bench          # or: scripts/local-kafka with .venv/bin/python bench/throughput.py
+    python bench/throughput.py --events 200000 --naive-events 20000 --quick   # a smaller run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CONFIG = ROOT / "examples" / "sensor.toml"
+MODEL = ROOT / "artifacts" / "sensor-model"
+KEYS = 1000
+PARTITIONS = 8
+LOADS = (1000, 5000, 20000)
+LOAD_SECONDS = 15
+BATCH_SIZES = (1, 10, 100, 1000, 2000, 5000)
+
+
+def say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def env_for(bootstrap: str, topic: str, group: str, **settings: Any) -> dict[str, str]:
+    env = {**os.environ, "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+           "STREAMSCORE_KAFKA__INPUT_TOPICS": json.dumps([topic]), "STREAMSCORE_KAFKA__GROUP_ID": group,
+           "STREAMSCORE_KAFKA__OUTPUT_TOPIC": topic + "-out", "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": topic + "-dlq",
+           "STREAMSCORE_DRIFT__TOPIC": topic + "-drift", "STREAMSCORE_MODEL__PATH": str(MODEL),
+           "STREAMSCORE_METRICS__ENABLED": "false", "STREAMSCORE_LOG_LEVEL": "WARNING"}
+    env.update({f"STREAMSCORE_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+def child(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, float]:
+    """Run a child, return its JSON summary (last stdout line), CPU seconds and peak RSS in MB."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[:4]} failed:\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # ru_maxrss of children is the largest of any child so far: each measured
+    # child runs after smaller ones (the producer is the one exception, noted)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), cpu, after.ru_maxrss / 1024.0
+
+
+def streamscore(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stream.cli", *args]
+
+
+def produce(bootstrap: str, topic: str, count: int, rate: float = 0.0, seed: int = 1) -> None:
+    proc = subprocess.run(
+        streamscore("simulate", "--config", str(CONFIG), "--topic", topic, "--count", str(count), "--rate", str(rate),
+                    "--keys", str(KEYS), "--seed", str(seed), "--partitions", str(PARTITIONS)),
+        env=env_for(bootstrap, topic, "unused"), cwd=ROOT, stdout=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError("simulate failed")
+
+
+def measure_run(bootstrap: str, topic: str, events: int, **settings: Any) -> dict[str, Any]:
+    """streamscore run over the backlog, from the start, in a child."""
+    group = f"{topic}-{uuid.uuid4().hex[:6]}"
+    summary, cpu, rss = child(
+        streamscore("run", "--config", str(CONFIG), "--max-events", str(events), "--idle-exit-seconds", "30"),
+        env_for(bootstrap, topic, group, **settings))
+    return {**summary, "cpu_s": cpu, "peak_rss_mb": rss}
+
+
+def measure_latency(bootstrap: str, load: int) -> dict[str, Any]:
+    """Start the scorer on an empty topic, offer `load` events/s live for LOAD_SECONDS, read its latency."""
+    topic = f"bench-live-{load}-{uuid.uuid4().hex[:6]}"
+    produce(bootstrap, topic, 0)
+    count = load * LOAD_SECONDS
+    with tempfile.TemporaryDirectory() as tmp:
+        summary_path = Path(tmp) / "summary.json"
+        log_path = Path(tmp) / "run.log"
+        env = env_for(bootstrap, topic, topic, log_level="INFO")
+        with log_path.open("w") as log:
+            scorer = subprocess.Popen(
+                streamscore("run", "--config", str(CONFIG), "--max-events", str(count), "--idle-exit-seconds", "20",
+                            "--summary-json", str(summary_path)), env=env, cwd=ROOT,
+                stdout=subprocess.DEVNULL, stderr=log)
+            deadline = time.monotonic() + 60
+            while "assigned" not in log_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            produce(bootstrap, topic, count, rate=load, seed=load)
+            scorer.wait(timeout=600)
+        summary = json.loads(summary_path.read_text())
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--naive-events", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="fewer batch sizes and loads")
+    args = parser.parse_args(argv)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        say("set KAFKA_BOOTSTRAP_SERVERS or run through scripts/local-kafka with")
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    subprocess.run(streamscore("train", "--config", str(CONFIG), "--out", str(MODEL), "--if-needed"),
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    say(f"pre-producing {args.events:,} sensor events to {topic}")
+    started = time.monotonic()
+    produce(bootstrap, topic, args.events)
+    say(f"produced in {time.monotonic() - started:.0f}s")
+
+    rows: dict[str, dict[str, Any]] = {}
+    say("ceiling: consume and decode only")
+    summary, cpu, rss = child([sys.executable, str(ROOT / "bench" / "loops.py"), "ceiling", topic, str(args.events)],
+                              env_for(bootstrap, topic, "x"))
+    rows["ceiling"] = {**summary, "cpu_s": cpu, "peak_rss_mb": rss}
+    say(f"naive per-event loop over {args.naive_events:,} events")
+    summary, cpu, rss = child([sys.executable, str(ROOT / "bench" / "loops.py"), "naive", topic, str(args.naive_events)],
+                              env_for(bootstrap, topic, "x"))
+    rows["naive"] = {**summary, "cpu_s": cpu, "peak_rss_mb": rss}
+    say(f"streamscore, default settings, over {args.events:,} events")
+    run = measure_run(bootstrap, topic, args.events)
+    rows["streamscore"] = {"events": run["events_in"], "seconds": run["elapsed_s"], "eps": run["throughput_eps"],
+                           "cpu_s": run["cpu_s"], "peak_rss_mb": run["peak_rss_mb"],
+                           "mean_batch_size": run["mean_batch_size"], "model_seconds": run["model_seconds"]}
+
+    sweep = []
+    for size in (BATCH_SIZES[::2] if args.quick else BATCH_SIZES):
+        n = min(args.events, max(2000, size * 200), 200_000)
+        say(f"batch.max_size={size} over {n:,} events")
+        r = measure_run(bootstrap, topic, n, batch__max_size=size)
+        sweep.append({"max_size": size, "events": n, "eps": r["throughput_eps"], "mean_batch_size": r["mean_batch_size"]})
+
+    latency = {}
+    for load in (LOADS[:2] if args.quick else LOADS):
+        say(f"live load {load:,} events/s for {LOAD_SECONDS}s")
+        s = measure_latency(bootstrap, load)
+        latency[load] = {"p50_ms": s["latency_p50_ms"], "p99_ms": s["latency_p99_ms"],
+                         "mean_batch_size": s["mean_batch_size"], "events": s["events_in"]}
+
+    result = report(rows, sweep, latency, args)
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(sweep, latency, RESULTS / "throughput.png")
+    say(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'throughput.png'}")
+    return 0
+
+
+def report(rows: dict[str, dict[str, Any]], sweep: list[dict[str, Any]], latency: dict[int, dict[str, Any]],
+           args: argparse.Namespace) -> dict[str, Any]:
+    print(f"{'':13s} {'events':>10s} {'events/s':>10s} {'us/event':>9s} {'CPU s/1M':>9s} {'peak RSS MB':>12s}")
+    for name, r in rows.items():
+        eps = r["eps"] or 0.0
+        print(f"{name:13s} {r['events']:>10,} {eps:>10,.0f} {1e6 / eps if eps else 0:>9.1f} "
+              f"{r['cpu_s'] / r['events'] * 1e6:>9.1f} {r['peak_rss_mb']:>12.0f}")
+    s, n, c = rows["streamscore"]["eps"], rows["naive"]["eps"], rows["ceiling"]["eps"]
+    print(f"streamscore / naive   = {s / n:.1f}x")
+    print(f"streamscore / ceiling = {s / c:.3f}")
+    print(f"streamscore vs 100,000 events/s: {s / 100_000:.2f}")
+    for load, v in latency.items():
+        print(f"offered {load:>6,} events/s: p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms, mean batch {v['mean_batch_size']}")
+    return {
+        "ceiling_eps": c, "naive_eps": n, "streamscore_eps": s,
+        "streamscore_over_naive": s / n, "streamscore_over_ceiling": s / c,
+        "p50_ms": {str(k): v["p50_ms"] for k, v in latency.items()},
+        "p99_ms": {str(k): v["p99_ms"] for k, v in latency.items()},
+        "peak_rss_mb": rows["streamscore"]["peak_rss_mb"],
+        "rows": rows, "batch_size_sweep": sweep, "latency": {str(k): v for k, v in latency.items()},
+        "events": args.events, "naive_events": args.naive_events,
+    }
+
+
+def plot(sweep: list[dict[str, Any]], latency: dict[int, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    sizes = [r["max_size"] for r in sweep]
+    left.plot(sizes, [r["eps"] for r in sweep], "o-", label="events/s (backlog)")
+    left.set_xscale("log")
+    left.set_xlabel("batch.max_size")
+    left.set_ylabel("events/s")
+    left.set_title("Throughput on a backlog: batches fill to max_size")
+    ax2 = left.twinx()
+    ax2.plot(sizes, [r["mean_batch_size"] for r in sweep], "s--", color="tab:orange", label="mean batch size")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("mean batch size", color="tab:orange")
+    loads = sorted(latency)
+    right.plot(loads, [latency[k]["p99_ms"] for k in loads], "o-", label="p99")
+    right.plot(loads, [latency[k]["p50_ms"] for k in loads], "s-", label="p50")
+    for k in loads:
+        right.annotate(f"batch {latency[k]['mean_batch_size']:.0f}", (k, latency[k]["p99_ms"]),
+                       textcoords="offset points", xytext=(4, 6), fontsize=8)
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("offered load, events/s")
+    right.set_ylabel("end-to-end latency, ms")
+    right.set_title("Latency under live load (light load: bounded by max_wait)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
