@@ -367,21 +367,26 @@ def _coerce(where: str, hint: Any, value: Any) -> Any:
 def _build_features(table: Any, source: str) -> FeatureSpec:
     if not isinstance(table, dict):
         raise ConfigError(f"[features] in {source} must be a table")
-    for key in table:
-        if key not in _FEATURE_KEYS:
-            raise ConfigError(f"unknown key 'features.{key}' in {source}; [features] takes {sorted(_FEATURE_KEYS)}")
-    for i, window in enumerate(table.get("windows", [])):
-        if not isinstance(window, dict):
-            raise ConfigError(f"features.windows[{i}] in {source} must be a table")
-        for key in window:
-            if key not in _WINDOW_KEYS:
-                raise ConfigError(
-                    f"unknown key 'features.windows[{i}].{key}' in {source}; a window takes {sorted(_WINDOW_KEYS)}"
-                )
+    _check_keys(table, "features", _FEATURE_KEYS, source, "[features]")
+    _check_tables(table.get("windows", []), "features.windows", _WINDOW_KEYS, source, "a window")
     try:
         return FeatureSpec.from_dict(table)
     except FeatureSpecError as exc:
         raise ConfigError(f"[features] in {source}: {exc}") from exc
+
+
+def _check_keys(table: dict[str, Any], where: str, allowed: set[str], source: str, what: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"unknown key '{where}.{key}' in {source}; {what} takes {sorted(allowed)}")
+
+
+def _check_tables(items: Any, where: str, allowed: set[str], source: str, what: str) -> None:
+    """Every item of an array of tables is a table with known keys only."""
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}[{i}] in {source} must be a table")
+        _check_keys(item, f"{where}[{i}]", allowed, source, what)
 
 
 def default_signals(spec: FeatureSpec) -> tuple[SignalSpec, ...]:
@@ -398,9 +403,7 @@ def default_signals(spec: FeatureSpec) -> tuple[SignalSpec, ...]:
 def _build_drift(table: Any, spec: FeatureSpec, source: str) -> DriftConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"[drift] in {source} must be a table")
-    for key in table:
-        if key not in _DRIFT_KEYS:
-            raise ConfigError(f"unknown key 'drift.{key}' in {source}; [drift] takes {sorted(_DRIFT_KEYS)}")
+    _check_keys(table, "drift", _DRIFT_KEYS, source, "[drift]")
     plain = {k: v for k, v in table.items() if k != "signals"}
     base = _build_section("drift", _DriftPlain, plain, source)
     raw_signals = table.get("signals")
@@ -409,15 +412,9 @@ def _build_drift(table: Any, spec: FeatureSpec, source: str) -> DriftConfig:
     else:
         if isinstance(raw_signals, dict):  # from the environment: one table per signal index
             raw_signals = [raw_signals[k] for k in sorted(raw_signals, key=int)]
+        _check_tables(raw_signals, "drift.signals", _SIGNAL_KEYS, source, "a signal")
         signals_list = []
         for i, item in enumerate(raw_signals):
-            if not isinstance(item, dict):
-                raise ConfigError(f"drift.signals[{i}] in {source} must be a table")
-            for key in item:
-                if key not in _SIGNAL_KEYS:
-                    raise ConfigError(
-                        f"unknown key 'drift.signals[{i}].{key}' in {source}; a signal takes {sorted(_SIGNAL_KEYS)}"
-                    )
             try:
                 signals_list.append(SignalSpec(**{k: (dict(v) if k == "params" else v) for k, v in item.items()}))
             except (DriftConfigError, TypeError) as exc:

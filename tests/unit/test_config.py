@@ -109,3 +109,22 @@ def test_cli_invalid_toml_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     path.write_text("[batch\n")
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
     assert "is not valid TOML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('kind = "count"', 'kind = "count"\nsise = 3', "unknown key 'features.windows[0].sise'"),
+        ('name = "temperature"\ndetector', 'name = "temperature"\ndetectr = "adwin"\ndetector',
+         "unknown key 'drift.signals[0].detectr'"),
+        ('[drift]\nenabled = true', '[drift]\nenabled = true\nwarmup = 3', "unknown key 'drift.warmup'"),
+        ('detector = "adwin"\nparams = { delta', 'detector = "adwin"\nparams = { delt', "unknown parameter 'delt'"),
+    ],
+)
+def test_nested_tables_name_the_unknown_key(tmp_path: Path, old: str, new: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    text = SENSOR.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(path, {})
