@@ -49,6 +49,9 @@ def service_config(bootstrap: str, model_dir: Path, input_topic: str, **settings
         "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": input_topic + "-dlq",
         "STREAMSCORE_KAFKA__GROUP_ID": input_topic + "-group",
         "STREAMSCORE_MODEL__PATH": str(model_dir),
+        # any free port, so that tests never collide with a scorer or each other on 9400
+        "STREAMSCORE_METRICS__PORT": "0",
+        "STREAMSCORE_METRICS__HOST": "127.0.0.1",
     }
     environ.update({f"STREAMSCORE_{k.upper()}": _toml(v) for k, v in settings.items()})
     return load_config(SENSOR_CONFIG, environ)

@@ -141,6 +141,7 @@ def test_cli_stops_on_sigterm_after_committing_what_it_produced(kafka_bootstrap:
         "STREAMSCORE_KAFKA__GROUP_ID": config.kafka.group_id,
         "STREAMSCORE_MODEL__PATH": str(small_model.path),
         "STREAMSCORE_BATCH__MAX_SIZE": "50",
+        "STREAMSCORE_METRICS__PORT": "0",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "stream.cli", "run", "--config", str(ROOT / "examples" / "sensor.toml")],

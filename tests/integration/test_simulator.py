@@ -78,6 +78,7 @@ def test_sp500_replay_is_scored_by_the_market_example(kafka_bootstrap: str, tmp_
         "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": topic + "-dlq",
         "STREAMSCORE_KAFKA__GROUP_ID": topic,
         "STREAMSCORE_MODEL__PATH": str(tmp_path / "market"),
+        "STREAMSCORE_METRICS__PORT": "0",
     }
     config = load_config(ROOT / "examples" / "market.toml", environ)
     model = train_from_config(config, tmp_path / "market")
