@@ -19,6 +19,7 @@ from models.scorer import limit_model_threads
 from stream.admin import ensure_topics
 from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSource
 from stream.config import ServiceConfig, read_schema
+from stream.exceptions import ConfigError
 from stream.health import HealthServer
 from stream.metrics import ServiceMetrics
 from stream.processor import BatchProcessor, BatchResult
@@ -220,7 +221,15 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder)
     service.thread_limits = thread_limits  # the limits hold while this handle lives
     if config.metrics.enabled:
-        service.health = HealthServer(config.metrics.host, config.metrics.port, metrics.registry, service.readiness)
+        try:
+            service.health = HealthServer(config.metrics.host, config.metrics.port, metrics.registry,
+                                          service.readiness)
+        except OSError as exc:
+            source.close()
+            raise ConfigError(
+                f"cannot serve metrics on {config.metrics.host}:{config.metrics.port} ({exc.strerror}); "
+                "set metrics.port (0 picks a free one) or metrics.enabled = false"
+            ) from exc
     return service
 
 

@@ -219,3 +219,17 @@ def test_cli_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [
         f"streamscore: unknown key 'batch.max_sise' in {bad}; [batch] takes ['max_size', 'max_wait_ms']"
     ]
+
+
+def test_a_taken_metrics_port_is_a_clear_start_up_error(kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    import socket
+
+    from stream.exceptions import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = service_config(kafka_bootstrap, small_model.path, unique("port"), metrics__port=port)
+        with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            build_service(config)
