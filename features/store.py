@@ -1,4 +1,4 @@
-"""Per-key window state, and the feature vector of each event in arrival order."""
+"""Per-key window state, and the feature vectors of events in arrival order."""
 
 from __future__ import annotations
 
@@ -8,55 +8,88 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from features.exceptions import FeatureValueError
+from features.kernel import AGG_CODES, WindowState, update_windows
 from features.spec import FeatureSpec
-from features.windows import CountWindow, TimeWindow, make_window
 
-__all__ = ["FeatureStore"]
+__all__ = ["FeatureStore", "check_values"]
+
+# Initial ring size of a time window per key; rings double as needed.
+TIME_WINDOW_CAPACITY = 8
+
+
+def check_values(fields: Sequence[str], values: Sequence[object]) -> None:
+    """FeatureValueError unless every value is a finite number."""
+    for name, v in zip(fields, values):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise FeatureValueError(f"field {name!r} is {v!r}, not a finite number")
 
 
 class FeatureStore:
     """Window state for every key seen, and the features of each new event.
 
-    ``update`` both folds the event into its key's windows and returns the
-    event's feature vector (the windows include the event itself), so an
-    event's features depend only on the events of its key that arrived
-    before it, never on how the stream was cut into batches.
+    An event's features include the event itself and depend only on the
+    events of its key that arrived before it, never on how the stream was
+    cut into batches: the batch kernel runs the events one after another.
     """
 
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
         self._fields = spec.fields
-        self._keys: dict[str, list[CountWindow | TimeWindow]] = {}
+        n_fields = len(spec.fields)
+        self._slots: dict[str, int] = {}
+        self._windows = []
+        col0 = 0
+        for w in spec.windows:
+            state = WindowState(n_fields, (w.size + 1) if w.kind == "count" else TIME_WINDOW_CAPACITY)
+            aggs = np.array([AGG_CODES[a] for a in w.aggregates], dtype=np.int64)
+            size = w.size if w.kind == "count" else 0
+            span_ms = float(w.seconds) * 1000.0 if w.kind == "time" else 0.0
+            self._windows.append((state, size, span_ms, 1.0 - w.ewma_alpha, aggs, col0))
+            col0 += len(w.aggregates)
+        self._stride = col0  # features per field
 
     def __len__(self) -> int:
         """Number of keys with state."""
-        return len(self._keys)
+        return len(self._slots)
 
     def update(self, key: str, ts_ms: int, values: Sequence[float]) -> list[float]:
         """Fold one event into ``key``'s windows and return its features.
 
-        ``values`` holds the spec's fields in order. Raises FeatureValueError
-        (and changes no state) when a value is not a finite number.
+        Raises FeatureValueError (and changes no state) when a value is not
+        a finite number.
         """
-        for name, v in zip(self._fields, values):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise FeatureValueError(f"field {name!r} is {v!r}, not a finite number")
-        windows = self._keys.get(key)
-        if windows is None:
-            windows = self._keys[key] = [
-                make_window(w) for _ in self._fields for w in self.spec.windows
-            ]
-        out: list[float] = []
-        n_windows = len(self.spec.windows)
-        for i, v in enumerate(values):
-            x = float(v)
-            for window in windows[i * n_windows : (i + 1) * n_windows]:
-                window.update(ts_ms, x, out)
-        return out
+        return self.update_many([(key, ts_ms, values)])[0].tolist()
 
     def update_many(self, events: Iterable[tuple[str, int, Sequence[float]]]) -> np.ndarray:
-        """Features of several events, in the order given, as an ``(n, f)`` float64 matrix."""
-        rows = [self.update(key, ts, values) for key, ts, values in events]
-        if not rows:
-            return np.empty((0, self.spec.n_features), dtype=np.float64)
-        return np.asarray(rows, dtype=np.float64)
+        """Features of several events, in the order given, as an ``(n, f)`` float64 matrix.
+
+        Every value is checked first; one bad value raises FeatureValueError
+        and no event of the call changes any state.
+        """
+        events = list(events)
+        n = len(events)
+        out = np.empty((n, self.spec.n_features), dtype=np.float64)
+        if n == 0:
+            return out
+        fields = self._fields
+        for _key, _ts, values in events:
+            check_values(fields, values)
+        slots = np.empty(n, dtype=np.int64)
+        times = np.empty(n, dtype=np.int64)
+        table = self._slots
+        for i, (key, ts, _values) in enumerate(events):
+            slot = table.get(key)
+            if slot is None:
+                slot = table[key] = len(table)
+            slots[i] = slot
+            times[i] = ts
+        values = np.asarray([v for _, _, v in events], dtype=np.float64).reshape(n, len(fields))
+        for state, size, span_ms, keep, aggs, col0 in self._windows:
+            state.grow_slots(len(table))
+            update_windows(state, slots, times, values, size, span_ms, keep, aggs, out, col0, self._stride)
+        return out
+
+    def held(self, key: str) -> list[int]:
+        """How many events each window holds for ``key`` (for tests and memory accounting)."""
+        slot = self._slots[key]
+        return [state.key_count(slot) for state, *_ in self._windows]

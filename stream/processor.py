@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from features import FeatureStore, FeatureValueError
+from features.store import check_values
 from models import BatchScorer
 from models.drift import DriftEvent
 from stream.codec import AvroCodec, AvroEncoder
@@ -85,7 +86,6 @@ class BatchProcessor:
         result = BatchResult()
         accepted: list[tuple[InputMessage, str, int]] = []
         records: list[dict[str, Any]] = []
-        rows: list[list[float]] = []
         inputs: list[list[Any]] = []
         where: list[tuple[str, int, int]] = []  # (topic, partition, offset) of each accepted message
         for msg in messages:
@@ -99,22 +99,17 @@ class BatchProcessor:
                     continue
                 record = self.codec.decode(msg.value())
                 key, ts, values = self._validate(record)
-                try:
-                    row = self.store.update(key, ts, values)
-                except FeatureValueError as exc:
-                    raise InvalidRecordError(str(exc)) from exc
             except RecordError as exc:
                 result.dead_letters.append(dead_letter_for(msg, exc, exc.stage))
                 result.label_dead_letters += topic == self.labels_topic
                 continue
             accepted.append((msg, key, ts))
             records.append(record)
-            rows.append(row)
             inputs.append(values)
             where.append((topic, partition, offset))
         if not accepted:
             return result
-        features = np.asarray(rows, dtype=np.float64)
+        features = self.store.update_many((key, ts, values) for (_, key, ts), values in zip(accepted, inputs))
         started = time.perf_counter()
         scores = self.scorer.score(features)
         result.model_seconds = time.perf_counter() - started
@@ -132,7 +127,12 @@ class BatchProcessor:
         ts = record.get(self.time_field)
         if not isinstance(ts, int) or isinstance(ts, bool):
             raise InvalidRecordError(f"time field {self.time_field!r} is {ts!r}, not epoch milliseconds")
-        return str(key), ts, [record.get(f) for f in self.fields]
+        values = [record.get(f) for f in self.fields]
+        try:
+            check_values(self.fields, values)
+        except FeatureValueError as exc:
+            raise InvalidRecordError(str(exc)) from exc
+        return str(key), ts, values
 
     def _encode(self, accepted: list[tuple[InputMessage, str, int]], scores: Any) -> list[Prediction]:
         now_ms = int(time.time() * 1000)

@@ -1,0 +1,214 @@
+"""The window update as a compiled batch kernel: two-stacks aggregation over arrays of per-key state.
+
+A window's summary is a monoid (an associative combine of two summaries),
+kept with the two-stacks scheme: new values are folded into one running
+summary (the back); evictions pop from a stack of suffix summaries (the
+front), rebuilt from the held values only when the front runs empty. Each
+value is combined a bounded number of times (O(1) amortised per event and
+window) and nothing is ever subtracted from a running sum, so nothing drifts.
+Mean and variance come from Chan et al.'s pairwise update over values
+shifted by the newest value at the last rebuild, which follows the level of
+the data: for values around 1e6 with a spread of 0.01 the deviations are
+exact, and a constant window has a variance of exactly 0.
+
+numba compiles the kernel (cached on disk after the first run) and runs it
+over a whole micro-batch in arrival order. All fields of an event enter and
+leave a window together, so ring positions are per key, values per key and
+field. Events are processed one after another inside the kernel, which is
+why a batch of one and a batch of 5,000 give the same bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["AGG_CODES", "WindowState", "update_windows"]
+
+# Aggregate name -> code the kernel switches on.
+AGG_CODES = {"mean": 0, "std": 1, "min": 2, "max": 3, "sum": 4, "count": 5, "last": 6, "delta": 7, "ewma": 8}
+# Summary components, the last axis of the summary arrays.
+N_, MEAN, M2, SUM, LO, HI, EWN, EWD, DEC = range(9)
+N_COMPONENTS = 9
+
+
+class WindowState:
+    """Per-key state of one window spec over F fields: rings of values and the two stacks' summaries."""
+
+    def __init__(self, n_fields: int, capacity: int, slots: int = 64) -> None:
+        self.n_fields = n_fields
+        self.capacity = capacity
+        self.vals = np.zeros((slots, n_fields, capacity))
+        self.times = np.zeros((slots, capacity), dtype=np.int64)
+        self.front = np.zeros((slots, n_fields, capacity, N_COMPONENTS))
+        self.back = np.zeros((slots, n_fields, N_COMPONENTS))
+        self.shift = np.zeros((slots, n_fields))
+        # per slot: head (oldest position), count, front length, max event time
+        self.pos = np.zeros((slots, 4), dtype=np.int64)
+
+    @property
+    def slots(self) -> int:
+        return self.vals.shape[0]
+
+    def grow_slots(self, needed: int) -> None:
+        """Room for at least ``needed`` keys (new keys start empty)."""
+        size = self.slots
+        while size < needed:
+            size *= 2
+        if size == self.slots:
+            return
+        for name in ("vals", "times", "front", "back", "shift", "pos"):
+            old = getattr(self, name)
+            new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+    def grow_capacity(self, needed: int) -> None:
+        """Rings of at least ``needed`` values, each unrolled to start at position 0."""
+        cap = self.capacity
+        while cap < needed:
+            cap *= 2
+        if cap == self.capacity:
+            return
+        head, count = self.pos[:, 0], self.pos[:, 1]
+        idx = (head[:, None] + np.arange(self.capacity)[None, :]) % self.capacity  # oldest first
+        rows = np.arange(self.slots)[:, None]
+        vals = np.zeros((self.slots, self.n_fields, cap))
+        vals[:, :, : self.capacity] = np.take_along_axis(self.vals, idx[:, None, :].repeat(self.n_fields, 1), axis=2)
+        times = np.zeros((self.slots, cap), dtype=np.int64)
+        times[:, : self.capacity] = self.times[rows, idx]
+        front = np.zeros((self.slots, self.n_fields, cap, N_COMPONENTS))
+        front[:, :, : self.capacity] = np.take_along_axis(
+            self.front, idx[:, None, :, None].repeat(self.n_fields, 1).repeat(N_COMPONENTS, 3), axis=2)
+        self.vals, self.times, self.front = vals, times, front
+        self.pos[:, 0] = 0
+        self.capacity = cap
+        assert np.all(count <= cap)
+
+    def key_count(self, slot: int) -> int:
+        return int(self.pos[slot, 1])
+
+
+def update_windows(
+    state: WindowState, slots: np.ndarray, times: np.ndarray, values: np.ndarray, size: int, span_ms: float,
+    keep: float, aggs: np.ndarray, out: np.ndarray, col0: int, stride: int,
+) -> None:
+    """Fold a batch into one window spec's state and write its aggregates into ``out``.
+
+    ``size`` > 0 makes a count window; otherwise ``span_ms`` is a time window's span.
+    """
+    if size > 0:
+        state.grow_capacity(size + 1)
+    else:
+        per_key = np.bincount(slots, minlength=state.slots)
+        state.grow_capacity(int(np.max(state.pos[:, 1] + per_key[: state.slots])) + 1)
+    _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride,
+            state.vals, state.times, state.front, state.back, state.shift, state.pos, state.capacity)
+
+
+@njit(cache=True)
+def _combine(a, b, out):
+    """Summary of run ``a`` then run ``b`` (newer) into ``out``; any of them may alias."""
+    an, bn = a[N_], b[N_]
+    n = an + bn
+    delta = b[MEAN] - a[MEAN]
+    r = bn / n
+    mean = a[MEAN] + delta * r
+    m2 = a[M2] + b[M2] + delta * delta * an * r
+    total = a[SUM] + b[SUM]
+    lo = a[LO] if a[LO] <= b[LO] else b[LO]
+    hi = a[HI] if a[HI] >= b[HI] else b[HI]
+    ewn = a[EWN] * b[DEC] + b[EWN]
+    ewd = a[EWD] * b[DEC] + b[EWD]
+    dec = a[DEC] * b[DEC]
+    out[N_], out[MEAN], out[M2], out[SUM], out[LO], out[HI] = n, mean, m2, total, lo, hi
+    out[EWN], out[EWD], out[DEC] = ewn, ewd, dec
+
+
+@njit(cache=True)
+def _single(x, shift, keep, out):
+    out[N_], out[MEAN], out[M2], out[SUM], out[LO], out[HI] = 1.0, x - shift, 0.0, x, x, x
+    out[EWN], out[EWD], out[DEC] = x, 1.0, keep
+
+
+@njit(cache=True)
+def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride,
+            vals, ts, front, back, shift, pos, cap):
+    n, n_fields = values.shape
+    one = np.empty(N_COMPONENTS)
+    q = np.empty(N_COMPONENTS)
+    for i in range(n):
+        s = slots[i]
+        t = times[i]
+        head, count, flen = pos[s, 0], pos[s, 1], pos[s, 2]
+        if count == 0:
+            for f in range(n_fields):
+                shift[s, f] = values[i, f]
+            pos[s, 3] = t
+        elif t > pos[s, 3]:
+            pos[s, 3] = t
+        # push the newest value of every field
+        p = (head + count) % cap
+        ts[s, p] = t
+        back_empty = count - flen == 0
+        for f in range(n_fields):
+            x = values[i, f]
+            vals[s, f, p] = x
+            _single(x, shift[s, f], keep, one)
+            if back_empty:
+                back[s, f, :] = one
+            else:
+                _combine(back[s, f], one, back[s, f])
+        count += 1
+        # evict the oldest while the window is over its size or span
+        while count > 1 and ((size > 0 and count > size) or (size <= 0 and ts[s, head] <= pos[s, 3] - span_ms)):
+            if flen == 0:
+                # rebuild the front from every held value, shifted by the newest
+                for f in range(n_fields):
+                    sh = vals[s, f, (head + count - 1) % cap]
+                    shift[s, f] = sh
+                    for k in range(count - 1, -1, -1):
+                        pk = (head + k) % cap
+                        _single(vals[s, f, pk], sh, keep, one)
+                        if k == count - 1:
+                            front[s, f, pk, :] = one
+                        else:
+                            _combine(one, front[s, f, (pk + 1) % cap], front[s, f, pk])
+                flen = count
+            head = (head + 1) % cap
+            flen -= 1
+            count -= 1
+        pos[s, 0], pos[s, 1], pos[s, 2] = head, count, flen
+        newest = (head + count - 1) % cap
+        for f in range(n_fields):
+            if flen > 0:
+                if count - flen > 0:
+                    _combine(front[s, f, head], back[s, f], q)
+                else:
+                    q[:] = front[s, f, head]
+            else:
+                q[:] = back[s, f]
+            base = f * stride + col0
+            for j in range(aggs.shape[0]):
+                a = aggs[j]
+                if a == 0:
+                    v = shift[s, f] + q[MEAN]
+                elif a == 1:
+                    v = 0.0 if q[LO] == q[HI] or q[M2] <= 0.0 else math.sqrt(q[M2] / q[N_])
+                elif a == 2:
+                    v = q[LO]
+                elif a == 3:
+                    v = q[HI]
+                elif a == 4:
+                    v = q[SUM]
+                elif a == 5:
+                    v = q[N_]
+                elif a == 6:
+                    v = vals[s, f, newest]
+                elif a == 7:
+                    v = vals[s, f, newest] - vals[s, f, head]
+                else:
+                    v = q[EWN] / q[EWD]
+                out[i, base + j] = v
