@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 # Consumer lag is refreshed at most this often (it asks librdkafka per partition).
 LAG_EVERY_S = 1.0
+# How often the run loop asks the cluster for metadata, for /readyz.
+BROKER_CHECK_EVERY_S = 5.0
 
 
 class ScoringService:
@@ -61,6 +63,9 @@ class ScoringService:
         self.thread_limits: object | None = None
         self._stopping = False
         self._lag_updated = 0.0
+        # Refreshed by the run loop, so that /readyz answers at once from any thread.
+        self._broker_ok = False
+        self._broker_checked = 0.0
         self._seen_joined = 0
         self._seen_unmatched = 0
 
@@ -69,7 +74,7 @@ class ScoringService:
         return {
             "model_loaded": self.processor.scorer is not None,
             "partitions_assigned": bool(self.source.assigned),
-            "broker_reachable": self.source.broker_reachable(),
+            "broker_reachable": self._broker_ok,
         }
 
     def stop(self) -> None:
@@ -98,6 +103,7 @@ class ScoringService:
                         break
                 messages = self.source.poll_batch(size, wait_s)
                 self._update_lag()
+                self._check_broker()
                 if not messages:
                     if idle_exit_seconds is not None and time.monotonic() - last_message >= idle_exit_seconds:
                         logger.info("no input for %.1fs: stopping", idle_exit_seconds)
@@ -159,6 +165,12 @@ class ScoringService:
             m.label_cache.set(len(joiner))
             for (version, metric), value in joiner.metric_values().items():
                 m.online_metric.labels(version, metric).set(value)
+
+    def _check_broker(self) -> None:
+        now = time.monotonic()
+        if now - self._broker_checked >= BROKER_CHECK_EVERY_S:
+            self._broker_checked = now
+            self._broker_ok = self.source.broker_reachable(timeout_s=1.0)
 
     def _update_lag(self) -> None:
         now = time.monotonic()

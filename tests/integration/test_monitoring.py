@@ -47,7 +47,10 @@ def http_get(url: str) -> tuple[int, str]:
 def wait_for(predicate, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except OSError:  # the endpoint is not up yet, or slow to answer: ask again
+            value = None
         if value:
             return value
         time.sleep(0.25)
