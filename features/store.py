@@ -67,23 +67,34 @@ class FeatureStore:
         and no event of the call changes any state.
         """
         events = list(events)
-        n = len(events)
-        out = np.empty((n, self.spec.n_features), dtype=np.float64)
-        if n == 0:
-            return out
         fields = self._fields
         for _key, _ts, values in events:
             check_values(fields, values)
+        times = np.fromiter((ts for _, ts, _ in events), dtype=np.int64, count=len(events))
+        values = np.asarray([v for _, _, v in events], dtype=np.float64).reshape(len(events), len(fields))
+        return self.update_arrays([key for key, _, _ in events], times, values)
+
+    def update_arrays(self, keys: Sequence[str], times: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``update_many`` for a batch already in arrays: ``values`` is ``(n, fields)`` float64.
+
+        A non-finite value raises FeatureValueError before any state changes.
+        """
+        n = len(keys)
+        out = np.empty((n, self.spec.n_features), dtype=np.float64)
+        if n == 0:
+            return out
+        if not np.isfinite(values).all():
+            row, col = np.argwhere(~np.isfinite(values))[0]
+            raise FeatureValueError(f"field {self._fields[col]!r} of event {row} is {values[row, col]}, not finite")
         slots = np.empty(n, dtype=np.int64)
-        times = np.empty(n, dtype=np.int64)
         table = self._slots
-        for i, (key, ts, _values) in enumerate(events):
+        for i, key in enumerate(keys):
             slot = table.get(key)
             if slot is None:
                 slot = table[key] = len(table)
             slots[i] = slot
-            times[i] = ts
-        values = np.asarray([v for _, _, v in events], dtype=np.float64).reshape(n, len(fields))
+        times = np.ascontiguousarray(times, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
         for state, size, span_ms, keep, aggs, col0 in self._windows:
             state.grow_slots(len(table))
             update_windows(state, slots, times, values, size, span_ms, keep, aggs, out, col0, self._stride)

@@ -109,15 +109,15 @@ class BatchProcessor:
             where.append((topic, partition, offset))
         if not accepted:
             return result
-        features = self.store.update_many((key, ts, values) for (_, key, ts), values in zip(accepted, inputs))
+        values = np.asarray(inputs, dtype=np.float64)  # checked finite by _validate
+        times = [ts for _, _, ts in accepted]
+        features = self.store.update_arrays([key for _, key, _ in accepted], np.asarray(times, dtype=np.int64), values)
         started = time.perf_counter()
         scores = self.scorer.score(features)
         result.model_seconds = time.perf_counter() - started
         result.predictions = self._encode(accepted, scores)
         if self.quality is not None:
-            result.drift_events.extend(self.quality.observe(
-                where, records, [ts for _, _, ts in accepted], np.asarray(inputs, dtype=np.float64), features, scores,
-            ))
+            result.drift_events.extend(self.quality.observe(where, records, times, values, features, scores))
         return result
 
     def _validate(self, record: dict[str, Any]) -> tuple[str, int, list[Any]]:

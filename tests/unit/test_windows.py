@@ -219,3 +219,25 @@ def test_feature_names_follow_field_window_aggregate_order() -> None:
         "p__n4__mean", "p__n4__max", "p__t2.5s__mean", "p__t2.5s__max",
     )
     assert FeatureSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_array_batches_equal_event_batches_and_reject_non_finite_values() -> None:
+    events = make_events(seed=4, n=2000, n_keys=30)
+    spec = FeatureSpec(fields=FIELDS, windows=WINDOWS)
+    by_events = FeatureStore(spec).update_many(events)
+    store = FeatureStore(spec)
+    keys = [k for k, _, _ in events]
+    times = np.array([t for _, t, _ in events])
+    values = np.array([v for _, _, v in events])
+    by_arrays = np.concatenate([store.update_arrays(keys[i:i + 300], times[i:i + 300], values[i:i + 300])
+                                for i in range(0, 2000, 300)])
+    assert np.array_equal(by_events, by_arrays)
+    bad = values[:3].copy()
+    bad[1, 2] = np.inf
+    with pytest.raises(FeatureValueError, match="'stuck' of event 1"):
+        store.update_arrays(keys[:3], times[:3], bad)
+    # the rejected call changed nothing: the next event's features equal those of a store that never saw it
+    clean = FeatureStore(spec)
+    clean.update_arrays(keys, times, values)
+    nxt = (keys[:3], times[:3] + 1000, values[:3] + 0.5)
+    assert np.array_equal(store.update_arrays(*nxt), clean.update_arrays(*nxt))
