@@ -111,6 +111,7 @@ class ScoringService:
                     continue
                 last_message = time.monotonic()
                 self._score_batch(messages)
+            self.source.commit_pending()
         finally:
             self.sink.close()
             self.source.close()

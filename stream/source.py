@@ -38,12 +38,16 @@ class KafkaSource:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "error_cb": self._on_error,
+            "on_commit": self._on_commit,
         }
-        logger.debug("consumer settings %s", redact({k: v for k, v in self._settings.items() if k != "error_cb"}))
+        logger.debug("consumer settings %s", redact({k: v for k, v in self._settings.items()
+                                                     if k not in ("error_cb", "on_commit")}))
         self._consumer = Consumer(self._settings)
         self._fatal: KafkaError | None = None
         self._last_error: str | None = None
         self.assigned: set[tuple[str, int]] = set()
+        # (topic, partition) -> offset sent for commit, not yet confirmed
+        self._pending: dict[tuple[str, int], int] = {}
         self._consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def poll_batch(self, max_size: int, timeout_s: float) -> list[Message]:
@@ -65,13 +69,37 @@ class KafkaSource:
                 logger.warning("consumer: %s", err.str())
         return good
 
-    def commit(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
-        """Synchronously commit ``next_offsets`` (the next offset to read per partition)."""
+    def commit(self, next_offsets: Mapping[tuple[str, int], int], asynchronous: bool = True) -> None:
+        """Commit ``next_offsets`` (the next offset to read per partition).
+
+        Asynchronous by default: the loop goes on while the coordinator
+        answers. Offsets not yet confirmed are committed synchronously when
+        their partitions are revoked and by ``commit_pending`` at stop, so a
+        graceful stop or a rebalance leaves nothing uncommitted; a crash
+        before the answer only means those outputs may be produced again.
+        """
         if not next_offsets:
             return
+        self._pending.update(next_offsets)
+        if asynchronous:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+            return
+        self._commit_sync(dict(next_offsets))
+
+    def commit_pending(self, partitions: set[tuple[str, int]] | None = None) -> None:
+        """Synchronously commit what was sent asynchronously and not yet confirmed."""
+        todo = {tp: o for tp, o in self._pending.items() if partitions is None or tp in partitions}
+        if todo:
+            self._commit_sync(todo)
+
+    def _commit_sync(self, next_offsets: dict[tuple[str, int], int]) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
+            for tp, o in next_offsets.items():
+                if self._pending.get(tp) == o:
+                    del self._pending[tp]
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.fatal():
@@ -115,14 +143,26 @@ class KafkaSource:
         logger.info("assigned %s", _names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # The run loop commits each batch before polling again, and this
-        # callback runs inside that poll: nothing uncommitted is in flight.
-        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        # The run loop hands each batch's offsets over before polling again,
+        # and this callback runs inside that poll: committing what is still
+        # unconfirmed leaves nothing behind for the next owner to repeat.
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.commit_pending(revoked)
+        self.assigned -= revoked
         logger.info("revoked %s", _names(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
         logger.warning("lost %s (their uncommitted outputs will be produced again by the new owner)", _names(partitions))
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            logger.warning("asynchronous commit failed (retried at revoke or stop): %s", err.str())
+            return
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            if tp.error is None and self._pending.get(key) == tp.offset:
+                del self._pending[key]
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
