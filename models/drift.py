@@ -277,9 +277,15 @@ def _rows_by_partition(partitions: np.ndarray) -> list[tuple[int, np.ndarray]]:
 
 def _scale_of(spec: SignalSpec, reference: Mapping[str, Any]) -> tuple[float, float]:
     """(mean, std) to standardise a signal by, from the manifest's reference statistics."""
-    table = {"input": reference.get("inputs", {}), "feature": reference.get("features", {})}.get(spec.source)
-    stats = table.get(spec.name) if table is not None else reference.get("score") if spec.source == "score" else None
-    if not stats or spec.source == "error":
+    if spec.source == "input":
+        stats = reference.get("inputs", {}).get(spec.name)
+    elif spec.source == "feature":
+        stats = reference.get("features", {}).get(spec.name)
+    elif spec.source == "score":
+        stats = reference.get("score")
+    else:  # errors are 0/1 or absolute errors: watched as they are
+        stats = None
+    if not stats:
         return 0.0, 1.0
     std = float(stats.get("std", 1.0)) or 1.0
     return float(stats.get("mean", 0.0)), std

@@ -11,12 +11,21 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream.exceptions import StreamError
 
-__all__ = ["ensure_topics"]
+__all__ = ["ensure_topics", "admin_settings"]
 
 logger = logging.getLogger(__name__)
 
 # Seconds to wait for the controller to create topics.
 CREATE_TIMEOUT_S = 30.0
+
+
+# librdkafka settings an admin client needs from a producer's: where and how to connect securely.
+_SHARED_PREFIXES = ("security.", "sasl.", "ssl.", "client.")
+
+
+def admin_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The connection and security settings of ``settings`` (a producer's), for an admin client."""
+    return {k: v for k, v in settings.items() if k.startswith(_SHARED_PREFIXES)}
 
 
 def ensure_topics(

@@ -98,7 +98,7 @@ def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
 
 def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     from schemas import load_schema
-    from stream.admin import ensure_topics
+    from stream.admin import admin_settings, ensure_topics
     from stream.codec import AvroEncoder, RegistrySchemaSource
     from stream.generators import KEY_FIELDS, SCHEMAS, generate
     from stream.simulator import produce_events
@@ -123,7 +123,7 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
         assert config is not None and config.codec.schema_registry_url
         registry = RegistrySchemaSource(config.codec.schema_registry_url, config.codec.schema_registry)
         schema_id = registry.register(f"{args.topic}-value", schema)
-    ensure_topics({"bootstrap.servers": bootstrap, **_security(settings)}, {args.topic: partitions})
+    ensure_topics({"bootstrap.servers": bootstrap, **admin_settings(settings)}, {args.topic: partitions})
     start_ms = None if args.event_time == "live" else args.start_ms
     events = generate(kind, args.count, keys, seed, rate if rate > 0 else 1000.0, start_ms, args.drift_at, args.drift_sigma)
     result = produce_events(
@@ -132,10 +132,6 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     )
     print(json.dumps({"produced": result.produced, "seconds": round(result.seconds, 3), "topic": args.topic}), flush=True)
     return EXIT_OK
-
-
-def _security(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in settings.items() if k.startswith(("security.", "sasl.", "ssl."))}
 
 
 def _parser() -> argparse.ArgumentParser:

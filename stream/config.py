@@ -404,8 +404,7 @@ def _build_drift(table: Any, spec: FeatureSpec, source: str) -> DriftConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"[drift] in {source} must be a table")
     _check_keys(table, "drift", _DRIFT_KEYS, source, "[drift]")
-    plain = {k: v for k, v in table.items() if k != "signals"}
-    base = _build_section("drift", _DriftPlain, plain, source)
+    base = _build_section("drift", DriftConfig, {k: v for k, v in table.items() if k != "signals"}, source)
     raw_signals = table.get("signals")
     if raw_signals is None:
         signals = default_signals(spec)
@@ -425,14 +424,7 @@ def _build_drift(table: Any, spec: FeatureSpec, source: str) -> DriftConfig:
             raise ConfigError(f"drift signal input:{s.name} is not one of features.fields {list(spec.fields)}")
         if s.source == "feature" and s.name not in spec.feature_names:
             raise ConfigError(f"drift signal feature:{s.name} is not a feature of the spec")
-    return DriftConfig(enabled=base.enabled, topic=base.topic, schema=base.schema, signals=signals)
-
-
-@dataclass(frozen=True)
-class _DriftPlain:
-    enabled: bool = True
-    topic: str = "streamscore-drift"
-    schema: str = "drift_event"
+    return dataclasses.replace(base, signals=signals)
 
 
 def read_schema(name: str, where: str) -> dict[str, Any]:

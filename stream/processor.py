@@ -43,6 +43,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     drift_events: list[DriftEvent] = field(default_factory=list)
     labels: int = 0  # label messages consumed
+    per_topic: dict[str, int] = field(default_factory=dict)  # input events consumed, by topic
     label_dead_letters: int = 0  # of the dead letters, how many were label messages
     # (topic, partition) -> next offset to read: last offset in the batch + 1
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -91,6 +92,8 @@ class BatchProcessor:
         for msg in messages:
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             result.next_offsets[(topic, partition)] = offset + 1
+            if topic != self.labels_topic:
+                result.per_topic[topic] = result.per_topic.get(topic, 0) + 1
             try:
                 if topic == self.labels_topic:
                     result.labels += 1

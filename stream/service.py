@@ -16,7 +16,7 @@ from models import BatchScorer, ModelArtifact
 from models.drift import DriftMonitor
 from models.labels import LabelJoiner
 from models.scorer import limit_model_threads
-from stream.admin import ensure_topics
+from stream.admin import admin_settings, ensure_topics
 from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSource
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError
@@ -134,17 +134,12 @@ class ScoringService:
                 self.sink.send(self.config.drift.topic, event.signal.encode(), self.drift_encoder.encode(event.to_record()))
         self.sink.flush()
         self.source.commit(result.next_offsets)
-        self._record_metrics(messages, result)
+        self._record_metrics(result)
 
-    def _record_metrics(self, messages: list, result: BatchResult) -> None:
+    def _record_metrics(self, result: BatchResult) -> None:
         m = self.metrics
-        labels_topic = self.config.labels.topic
-        per_topic: dict[str, int] = {}
-        for msg in messages:
-            per_topic[msg.topic()] = per_topic.get(msg.topic(), 0) + 1
-        for topic, n in per_topic.items():
-            if topic != labels_topic:
-                m.events_consumed.labels(topic).inc(n)
+        for topic, n in result.per_topic.items():
+            m.events_consumed.labels(topic).inc(n)
         if result.consumed:
             m.batch_size.observe(result.consumed)
         if result.predictions:
@@ -224,7 +219,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         topics = {kafka.output_topic: kafka.topic_partitions, kafka.dead_letter_topic: kafka.topic_partitions}
         if config.drift.enabled:
             topics[config.drift.topic] = 1
-        ensure_topics({**base, **_admin_settings(kafka.producer)}, topics)
+        ensure_topics({**base, **admin_settings(kafka.producer)}, topics)
     stats = RunStats()
     metrics = ServiceMetrics()
     metrics.model.info({"name": artifact.name, "version": artifact.version, "sha256": artifact.manifest["sha256"]})
@@ -267,8 +262,3 @@ def _quality_tracker(
         return None
     return QualityTracker(monitor, artifact.version, joiner, label_codec, labels.id_field)
 
-
-def _admin_settings(producer: dict) -> dict:
-    """The security settings of the producer, which the admin client needs as well."""
-    prefixes = ("security.", "sasl.", "ssl.", "client.")
-    return {k: v for k, v in producer.items() if k.startswith(prefixes)}

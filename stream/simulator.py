@@ -55,16 +55,12 @@ def produce_events(
     producer = Producer({**PRODUCER_DEFAULTS, **settings})
     failures: list[str] = []
     positions: list[tuple[int, int]] = []
-    if keep_positions:
-        def on_delivery(index: int, err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                failures.append(err.str())
-            else:
-                positions[index] = (msg.partition(), msg.offset())
-    else:
-        def on_delivery(index: int, err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                failures.append(err.str())
+
+    def on_delivery(index: int, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            failures.append(err.str())
+        elif keep_positions:
+            positions[index] = (msg.partition(), msg.offset())
 
     say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
     started = time.monotonic()

@@ -108,11 +108,6 @@ class KafkaSource:
             # last committed offsets, so outputs may repeat but none are lost.
             logger.warning("commit of %s failed (outputs may be produced again): %s", next_offsets, exc)
 
-    def committed(self, partitions: Sequence[tuple[str, int]], timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
-        """The group's committed offsets for ``partitions`` (negative: none yet)."""
-        tps = self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=timeout_s)
-        return {(tp.topic, tp.partition): tp.offset for tp in tps}
-
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages between the position and the cached high watermark, per assigned partition."""
         tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
