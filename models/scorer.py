@@ -25,13 +25,15 @@ class Scores:
 
     ``score`` is P(positive class) for binary classifiers, the probability of
     the predicted class for multi-class ones, and the prediction for
-    regressors. ``probabilities`` is ``(n, k)`` or None for regressors.
+    regressors. ``probabilities`` is ``(n, k)`` or None for regressors;
+    ``label_index`` indexes ``classes`` (None for regressors).
     """
 
     score: np.ndarray
     label: list[str] | None
     probabilities: np.ndarray | None
     classes: tuple[str, ...]
+    label_index: np.ndarray | None = None
 
 
 class BatchScorer:
@@ -64,4 +66,4 @@ class BatchScorer:
         best = np.argmax(proba, axis=1)
         labels = [self.classes[i] for i in best]
         score = proba[:, 1] if proba.shape[1] == 2 else proba[np.arange(len(best)), best]
-        return Scores(score, labels, proba, self.classes)
+        return Scores(score, labels, proba, self.classes, best)

@@ -118,8 +118,9 @@ class AvroCodec:
         if wire_format == "confluent" and schema_source is None:
             raise ConfigError("the confluent wire format needs a schema registry")
         self.wire_format = wire_format
-        self._reader = plain_schema(reader_schema)
-        self._raw_writer = plain_schema(writer_schema) if writer_schema is not None else self._reader
+        self.reader = plain_schema(reader_schema)
+        # the writer schema of raw bodies (the reader schema unless configured)
+        self.raw_writer = plain_schema(writer_schema) if writer_schema is not None else self.reader
         self._source = schema_source
         self._writers: dict[int, dict[str, Any]] = {}  # schema id -> parsed writer schema
 
@@ -133,16 +134,20 @@ class AvroCodec:
                     f"not Confluent Avro: expected magic byte 0 and a 4-byte schema id, got {value[:5].hex() or 'empty'}"
                 )
             _, schema_id = _HEADER.unpack_from(value)
-            writer = self._writers.get(schema_id)
-            if writer is None:
-                writer = self._writers[schema_id] = self._fetch_writer(schema_id)
-            return self._read(value, _HEADER.size, writer)
-        return self._read(value, 0, self._raw_writer)
+            return self._read(value, _HEADER.size, self.writer(schema_id))
+        return self._read(value, 0, self.raw_writer)
+
+    def writer(self, schema_id: int) -> dict[str, Any]:
+        """The parsed writer schema of a Confluent schema id, fetched once; a RecordError if it has none."""
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            writer = self._writers[schema_id] = self._fetch_writer(schema_id)
+        return writer
 
     def _read(self, value: bytes, start: int, writer: dict[str, Any]) -> dict[str, Any]:
         buf = io.BytesIO(value)
         buf.seek(start)
-        reader = None if writer is self._reader else self._reader
+        reader = None if writer is self.reader else self.reader
         try:
             record = fastavro.schemaless_reader(buf, writer, reader)
         except SchemaResolutionError as exc:
@@ -172,13 +177,14 @@ class AvroEncoder:
     def __init__(self, schema: Mapping[str, Any], wire_format: str = "raw", schema_id: int | None = None) -> None:
         if wire_format == "confluent" and schema_id is None:
             raise ConfigError("the confluent wire format needs a registered schema id")
-        self._schema = plain_schema(schema)
-        self._prefix = _HEADER.pack(MAGIC_BYTE, schema_id) if wire_format == "confluent" else b""
+        self.schema = plain_schema(schema)
+        # the Confluent header (magic byte, schema id) before every body; empty for raw
+        self.prefix = _HEADER.pack(MAGIC_BYTE, schema_id) if wire_format == "confluent" else b""
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         buf = io.BytesIO()
-        buf.write(self._prefix)
-        fastavro.schemaless_writer(buf, self._schema, record)
+        buf.write(self.prefix)
+        fastavro.schemaless_writer(buf, self.schema, record)
         return buf.getvalue()
 
 

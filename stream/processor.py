@@ -7,23 +7,40 @@ unit-tested without a broker.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from features import FeatureStore, FeatureValueError
-from features.store import check_values
+from features import FeatureStore
 from models import BatchScorer
 from models.drift import DriftEvent
+from models.scorer import Scores
+from stream.avro_kernels import K_SPAN
 from stream.codec import AvroCodec, AvroEncoder
+from stream.columnar import (
+    BatchDecoder,
+    BatchEncoder,
+    Choice,
+    Column,
+    Const,
+    DecodedBatch,
+    Repeat,
+    UnsupportedSchema,
+    Values,
+    column_for,
+)
 from stream.deadletter import DeadLetter, InputMessage, dead_letter_for
-from stream.exceptions import InvalidRecordError, RecordError
+from stream.exceptions import ConfigError, InvalidRecordError, RecordError
 from stream.quality import QualityTracker
 
-__all__ = ["Prediction", "BatchResult", "BatchProcessor"]
+__all__ = ["Prediction", "Predictions", "BatchResult", "BatchProcessor"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,10 +53,26 @@ class Prediction:
 
 
 @dataclass
+class Predictions:
+    """A batch's encoded predictions as parallel columns, in arrival order."""
+
+    keys: list[bytes] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    event_times_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        for key, value, ts in zip(self.keys, self.values, self.event_times_ms.tolist()):
+            yield Prediction(key, value, ts)
+
+
+@dataclass
 class BatchResult:
     """Everything one batch produced, and the offsets to commit once it is acknowledged."""
 
-    predictions: list[Prediction] = field(default_factory=list)
+    predictions: Predictions = field(default_factory=Predictions)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     drift_events: list[DriftEvent] = field(default_factory=list)
     labels: int = 0  # label messages consumed
@@ -54,6 +87,11 @@ class BatchResult:
         """Input events consumed: scored or dead-lettered (labels not included)."""
         return len(self.predictions) + len(self.dead_letters) - self.label_dead_letters
 
+
+# Reader field types the processor takes for the key, the event time and the feature values.
+KEY_TYPES = ("string", "int", "long")
+TIME_TYPES = ("int", "long")
+VALUE_TYPES = ("int", "long", "float", "double")
 
 
 class BatchProcessor:
@@ -81,84 +119,167 @@ class BatchProcessor:
         self.model_version = scorer.artifact.version
         self.quality = quality
         self.labels_topic = labels_topic
+        self.id_field = quality.id_field if quality is not None and quality.joiner is not None else None
+        wanted = [("codec.key_field", key_field, KEY_TYPES), ("codec.time_field", time_field, TIME_TYPES)]
+        wanted += [("features.fields", name, VALUE_TYPES) for name in self.fields]
+        if self.id_field is not None and self.id_field not in (key_field, time_field, *self.fields):
+            wanted.append(("labels.id_field", self.id_field, KEY_TYPES))
+        self.decoder = BatchDecoder(codec, [_column(codec, *w) for w in wanted])
+        self._batch_encoder = _prediction_encoder(encoder, scorer)
 
     def process(self, messages: Sequence[InputMessage]) -> BatchResult:
         """Process ``messages`` in order; bad ones become dead letters, the rest are scored."""
         result = BatchResult()
-        accepted: list[tuple[InputMessage, str, int]] = []
-        records: list[dict[str, Any]] = []
-        inputs: list[list[Any]] = []
-        where: list[tuple[str, int, int]] = []  # (topic, partition, offset) of each accepted message
-        for msg in messages:
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            result.next_offsets[(topic, partition)] = offset + 1
-            if topic != self.labels_topic:
-                result.per_topic[topic] = result.per_topic.get(topic, 0) + 1
-            try:
-                if topic == self.labels_topic:
-                    result.labels += 1
-                    assert self.quality is not None
-                    result.drift_events.extend(self.quality.label(msg))
-                    continue
-                record = self.codec.decode(msg.value())
-                key, ts, values = self._validate(record)
-            except RecordError as exc:
-                result.dead_letters.append(dead_letter_for(msg, exc, exc.stage))
-                result.label_dead_letters += topic == self.labels_topic
-                continue
-            accepted.append((msg, key, ts))
-            records.append(record)
-            inputs.append(values)
-            where.append((topic, partition, offset))
-        if not accepted:
+        topics = [m.topic() or "" for m in messages]
+        partitions = [m.partition() or 0 for m in messages]
+        offsets = [m.offset() or 0 for m in messages]
+        for tp, offset in zip(zip(topics, partitions), offsets):
+            result.next_offsets[tp] = offset + 1  # the last one per partition stays
+        if self.labels_topic is not None and self.labels_topic in topics:
+            rows = self._labels(messages, topics, result)
+            messages = [messages[i] for i in rows]
+            topics, partitions, offsets = ([x[i] for i in rows] for x in (topics, partitions, offsets))
+        result.per_topic = dict(Counter(topics))
+        if not messages:
             return result
-        values = np.asarray(inputs, dtype=np.float64)  # checked finite by _validate
-        times = [ts for _, _, ts in accepted]
-        features = self.store.update_arrays([key for _, key, _ in accepted], np.asarray(times, dtype=np.int64), values)
+        batch = self.decoder.decode([m.value() for m in messages])
+        keys, bad = self._validate(batch)
+        for row in sorted(bad):
+            exc = bad[row]
+            result.dead_letters.append(dead_letter_for(messages[row], exc, exc.stage))
+        if len(bad) == len(messages):
+            return result
+        rows = np.setdiff1d(np.arange(len(messages)), np.fromiter(bad, dtype=np.int64, count=len(bad))) \
+            if bad else np.arange(len(messages))
+        keys = [keys[i] for i in rows.tolist()] if bad else keys
+        times = batch.numbers(self.time_field)[rows]
+        values = np.column_stack([batch.numbers(f)[rows].astype(np.float64) for f in self.fields])
+        features = self.store.update_arrays(keys, times, values)
         started = time.perf_counter()
         scores = self.scorer.score(features)
         result.model_seconds = time.perf_counter() - started
-        result.predictions = self._encode(accepted, scores)
+        topics = [topics[i] for i in rows.tolist()] if bad else topics
+        partitions_a = np.asarray(partitions, dtype=np.int64)[rows]
+        offsets_a = np.asarray(offsets, dtype=np.int64)[rows]
+        result.predictions = self._encode(keys, times, topics, partitions_a, offsets_a, scores)
         if self.quality is not None:
-            result.drift_events.extend(self.quality.observe(where, records, times, values, features, scores))
+            ids = None
+            if self.id_field is not None:
+                ids = [str(v) for v in self._column_values(batch, self.id_field, rows)]
+            where = list(zip(topics, partitions_a.tolist(), offsets_a.tolist()))
+            result.drift_events.extend(self.quality.observe(where, ids, times, values, features, scores))
         return result
 
-    def _validate(self, record: dict[str, Any]) -> tuple[str, int, list[Any]]:
-        key = record.get(self.key_field)
-        if key is None or key == "":
-            raise InvalidRecordError(f"key field {self.key_field!r} is missing or empty")
-        ts = record.get(self.time_field)
-        if not isinstance(ts, int) or isinstance(ts, bool):
-            raise InvalidRecordError(f"time field {self.time_field!r} is {ts!r}, not epoch milliseconds")
-        values = [record.get(f) for f in self.fields]
-        try:
-            check_values(self.fields, values)
-        except FeatureValueError as exc:
-            raise InvalidRecordError(str(exc)) from exc
-        return str(key), ts, values
+    def _labels(self, messages: Sequence[InputMessage], topics: list[str], result: BatchResult) -> list[int]:
+        """Join the batch's label messages (before its predictions are cached); the rows of the rest."""
+        assert self.quality is not None
+        rest = []
+        for i, msg in enumerate(messages):
+            if topics[i] != self.labels_topic:
+                rest.append(i)
+                continue
+            result.labels += 1
+            try:
+                result.drift_events.extend(self.quality.label(msg))
+            except RecordError as exc:
+                result.dead_letters.append(dead_letter_for(msg, exc, exc.stage))
+                result.label_dead_letters += 1
+        return rest
 
-    def _encode(self, accepted: list[tuple[InputMessage, str, int]], scores: Any) -> list[Prediction]:
+    def _validate(self, batch: DecodedBatch) -> tuple[list[Any], dict[int, RecordError]]:
+        """Every row's key, and the rows that fail (decoding first, then key, time, values in field order)."""
+        bad: dict[int, RecordError] = dict(batch.errors)
+        n = batch.n
+        keys = self._column_values(batch, self.key_field, np.arange(n))
+        for i, key in enumerate(keys):
+            if i not in bad and (key is None or key == ""):
+                bad[i] = InvalidRecordError(f"key field {self.key_field!r} is missing or empty")
+        if self.decoder.columns[0].type != "string":
+            keys = [None if k is None else str(k) for k in keys]
+        for i in np.flatnonzero(batch.null(self.time_field)).tolist():
+            bad.setdefault(i, InvalidRecordError(f"time field {self.time_field!r} is None, not epoch milliseconds"))
+        for name in self.fields:
+            column = batch.numbers(name)
+            broken = batch.null(name) | (~np.isfinite(column) if column.dtype.kind == "f" else False)
+            for i in np.flatnonzero(broken).tolist():
+                if i not in bad:
+                    value = None if batch.null(name)[i] else float(column[i])
+                    bad[i] = InvalidRecordError(f"field {name!r} is {value!r}, not a finite number")
+        return keys, bad
+
+    @staticmethod
+    def _column_values(batch: DecodedBatch, name: str, rows: np.ndarray) -> list[Any]:
+        if batch.columns[[c.name for c in batch.columns].index(name)].kind == K_SPAN:
+            return batch.texts(name, rows)
+        nulls = batch.null(name)[rows].tolist()
+        return [None if null else v for v, null in zip(batch.numbers(name)[rows].tolist(), nulls)]
+
+    def _encode(self, keys: list[str], times: np.ndarray, topics: list[str], partitions: np.ndarray,
+                offsets: np.ndarray, scores: Scores) -> Predictions:
+        n = len(keys)
         now_ms = int(time.time() * 1000)
-        classes = scores.classes
+        key_bytes = [k.encode() for k in keys]
+        if self._batch_encoder is not None:
+            columns: dict[str, Any] = {
+                "key": key_bytes, "event_time": times, "source_topic": topics, "source_partition": partitions,
+                "source_offset": offsets, "score": scores.score, "scored_at": np.full(n, now_ms, dtype=np.int64),
+                "label": scores.label_index + 1 if scores.label_index is not None else np.zeros(n, dtype=np.int64),
+            }
+            if scores.probabilities is not None:
+                for j in range(scores.probabilities.shape[1]):
+                    columns[f"probability_{j}"] = scores.probabilities[:, j]
+            values = self._batch_encoder.encode(n, columns)
+        else:
+            values = [self.encoder.encode(r) for r in self._records(keys, times, topics, partitions, offsets,
+                                                                   scores, now_ms)]
+        return Predictions(key_bytes, values, np.asarray(times, dtype=np.int64))
+
+    def _records(self, keys: list[str], times: np.ndarray, topics: list[str], partitions: np.ndarray,
+                 offsets: np.ndarray, scores: Scores, now_ms: int) -> Iterator[dict[str, Any]]:
+        """Predictions as dicts, for output schemas the compiled encoder does not cover."""
         proba = scores.probabilities
-        out: list[Prediction] = []
-        encode = self.encoder.encode
-        for i, (msg, key, ts) in enumerate(accepted):
-            record = {
-                "key": key,
-                "event_time": ts,
-                "source_topic": msg.topic(),
-                "source_partition": msg.partition(),
-                "source_offset": msg.offset(),
-                "model_name": self.model_name,
-                "model_version": self.model_version,
+        for i, (key, ts, topic, partition, offset) in enumerate(
+                zip(keys, times.tolist(), topics, partitions.tolist(), offsets.tolist())):
+            yield {
+                "key": key, "event_time": ts, "source_topic": topic, "source_partition": partition,
+                "source_offset": offset, "model_name": self.model_name, "model_version": self.model_version,
                 "score": float(scores.score[i]),
                 "label": scores.label[i] if scores.label is not None else None,
                 "probabilities": (
-                    [{"label": c, "probability": float(p)} for c, p in zip(classes, proba[i])]
+                    [{"label": c, "probability": float(p)} for c, p in zip(scores.classes, proba[i])]
                     if proba is not None else []
                 ),
                 "scored_at": now_ms,
             }
-            out.append(Prediction(key=key.encode(), value=encode(record), event_time_ms=ts))
-        return out
+
+
+def _column(codec: AvroCodec, setting: str, name: str, types: tuple[str, ...]) -> Column:
+    """The reader column for a configured field; ConfigError unless its type is one of ``types``."""
+    try:
+        column = column_for(codec.reader, name)
+    except UnsupportedSchema as exc:
+        raise ConfigError(f"{setting}: {exc}; it must be one of {', '.join(types)} (or a union of null and one)") \
+            from exc
+    if column.type not in types:
+        raise ConfigError(f"{setting}: field {name!r} is {column.type} in the reader schema; "
+                          f"it must be one of {', '.join(types)}")
+    return column
+
+
+def _prediction_encoder(encoder: AvroEncoder, scorer: BatchScorer) -> BatchEncoder | None:
+    """The compiled encoder for the output schema, or None when it is not the shape the processor fills."""
+    classes = scorer.classes
+    bindings = {
+        "key": Values("key"), "event_time": Values("event_time"), "source_topic": Values("source_topic"),
+        "source_partition": Values("source_partition"), "source_offset": Values("source_offset"),
+        "model_name": Const(scorer.artifact.name), "model_version": Const(scorer.artifact.version),
+        "score": Values("score"), "label": Choice("label", (None, *classes)),
+        "probabilities": Repeat(tuple({"label": Const(c), "probability": Values(f"probability_{j}")}
+                                      for j, c in enumerate(classes))),
+        "scored_at": Values("scored_at"),
+    }
+    try:
+        return BatchEncoder(encoder.schema, bindings, encoder.prefix)
+    except UnsupportedSchema as exc:
+        logger.info("output schema not covered by the compiled encoder (%s): encoding with fastavro", exc)
+        return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -43,7 +42,7 @@ class QualityTracker:
     def observe(
         self,
         where: Sequence[tuple[str, int, int]],
-        records: Sequence[dict[str, Any]],
+        ids: Sequence[str] | None,
         event_times: Sequence[int],
         inputs: np.ndarray,
         features: np.ndarray,
@@ -51,10 +50,11 @@ class QualityTracker:
     ) -> list[DriftEvent]:
         """Cache the batch's predictions for their labels and run the drift detectors over it.
 
-        ``where`` is each row's (topic, partition, offset), rows in arrival order.
+        ``where`` is each row's (topic, partition, offset), rows in arrival order;
+        ``ids`` their label ids when labels carry an id field of the input.
         """
         if self.joiner is not None:
-            self._cache(where, records, event_times, scores)
+            self._cache(where, ids, event_times, scores)
         if self.monitor is None:
             return []
         events: list[DriftEvent] = []
@@ -84,7 +84,7 @@ class QualityTracker:
         p = joined.prediction
         return self.monitor.update_errors(p.topic, p.partition, p.offset, p.event_time, joined.error)
 
-    def _cache(self, where: Sequence[tuple[str, int, int]], records: Sequence[dict[str, Any]],
+    def _cache(self, where: Sequence[tuple[str, int, int]], ids: Sequence[str] | None,
                event_times: Sequence[int], scores: Scores) -> None:
         assert self.joiner is not None
         now = time.time()
@@ -92,7 +92,7 @@ class QualityTracker:
         proba = scores.probabilities
         binary = proba is not None and proba.shape[1] == 2
         for i, (topic, partition, offset) in enumerate(where):
-            key = str(records[i][self.id_field]) if self.id_field else event_id(topic, partition, offset)
+            key = ids[i] if ids is not None else event_id(topic, partition, offset)
             self.joiner.add(key, CachedPrediction(
                 score=float(scores.score[i]),
                 label=scores.label[i] if scores.label is not None else None,

@@ -11,6 +11,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from features import FeatureStore
 from models import BatchScorer, ModelArtifact
 from models.drift import DriftMonitor
@@ -68,6 +70,7 @@ class ScoringService:
         self._broker_checked = 0.0
         self._seen_joined = 0
         self._seen_unmatched = 0
+        self._in_flight: BatchResult | None = None  # produced, not yet acknowledged and committed
 
     def readiness(self) -> dict[str, bool]:
         """The /readyz checks: a model is loaded, partitions are assigned, the broker answers."""
@@ -82,7 +85,14 @@ class ScoringService:
         self._stopping = True
 
     def run(self, max_events: int | None = None, idle_exit_seconds: float | None = None) -> RunStats:
-        """Score until stopped, until ``max_events`` inputs are done, or until idle that long."""
+        """Score until stopped, until ``max_events`` inputs are done, or until idle that long.
+
+        Pipelined: while one batch's outputs travel to the broker, the next
+        batch is polled and scored; the first batch's offsets are committed
+        once all its outputs are acknowledged, before the next batch's
+        outputs are produced. At most one batch is in flight, so nothing is
+        committed ahead of its outputs.
+        """
         batch = self.config.batch
         kafka = self.config.kafka
         wait_s = batch.max_wait_ms / 1000.0
@@ -94,6 +104,7 @@ class ScoringService:
         )
         if self.health is not None:
             self.health.start()
+        self.source.before_revoke = self._complete_in_flight
         try:
             while not self._stopping:
                 size = batch.max_size
@@ -101,18 +112,23 @@ class ScoringService:
                     size = min(size, max_events - self.stats.consumed)
                     if size <= 0:
                         break
-                messages = self.source.poll_batch(size, wait_s)
+                # With a batch in flight, take what is already here rather than wait for more.
+                messages = self.source.poll_batch(size, 0.0 if self._in_flight is not None else wait_s)
                 self._update_lag()
                 self._check_broker()
-                if not messages:
+                result = self._process(messages) if messages else None
+                self._complete_in_flight()
+                if result is None:
                     if idle_exit_seconds is not None and time.monotonic() - last_message >= idle_exit_seconds:
                         logger.info("no input for %.1fs: stopping", idle_exit_seconds)
                         break
                     continue
                 last_message = time.monotonic()
-                self._score_batch(messages)
+                self._produce(result)
+            self._complete_in_flight()
             self.source.commit_pending()
         finally:
+            self.source.before_revoke = None
             self.sink.close()
             self.source.close()
             if self.health is not None:
@@ -120,32 +136,42 @@ class ScoringService:
         logger.info("stopped: %s", self.stats.summary())
         return self.stats
 
-    def _score_batch(self, messages: list) -> None:
+    def _process(self, messages: list) -> BatchResult:
         result = self.processor.process(messages)
         self.stats.record_batch(result.consumed, result.model_seconds)
+        return result
+
+    def _produce(self, result: BatchResult) -> None:
+        """Hand a batch's outputs to the producer; the batch is in flight until ``_complete_in_flight``."""
         kafka = self.config.kafka
-        for p in result.predictions:
-            self.sink.send(kafka.output_topic, p.key, p.value, event_time_ms=p.event_time_ms)
+        self.sink.send_many(kafka.output_topic, result.predictions.keys, result.predictions.values)
         for d in result.dead_letters:
             self.sink.send(kafka.dead_letter_topic, d.key, d.value, headers=d.headers)
             self.stats.dead_letters[d.reason] += 1
         if self.drift_encoder is not None:
             for event in result.drift_events:
                 self.sink.send(self.config.drift.topic, event.signal.encode(), self.drift_encoder.encode(event.to_record()))
-        self.sink.flush()
-        self.source.commit(result.next_offsets)
-        self._record_metrics(result)
+        self._in_flight = result
 
-    def _record_metrics(self, result: BatchResult) -> None:
+    def _complete_in_flight(self) -> None:
+        """Wait for the batch in flight to be acknowledged, then commit its offsets (also run at revoke)."""
+        result, self._in_flight = self._in_flight, None
+        if result is None:
+            return
+        self.sink.flush()
+        latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
+        self.source.commit(result.next_offsets)
+        self._record_metrics(result, latencies)
+
+    def _record_metrics(self, result: BatchResult, latencies_ms: np.ndarray) -> None:
         m = self.metrics
         for topic, n in result.per_topic.items():
             m.events_consumed.labels(topic).inc(n)
         if result.consumed:
             m.batch_size.observe(result.consumed)
-        if result.predictions:
+        if len(result.predictions):
             m.model_seconds.observe(result.model_seconds)
-        for latency_ms in self.stats.take_new_latencies():
-            m.latency.observe(latency_ms / 1000.0)
+        m.latency.observe_many(latencies_ms / 1000.0)
         m.predictions.inc(len(result.predictions))
         for d in result.dead_letters:
             m.dead_letters.labels(d.reason).inc()
@@ -223,7 +249,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     stats = RunStats()
     metrics = ServiceMetrics()
     metrics.model.info({"name": artifact.name, "version": artifact.version, "sha256": artifact.manifest["sha256"]})
-    sink = PredictionSink({**base, **kafka.producer}, stats)
+    sink = PredictionSink({**base, **kafka.producer})
     topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
     source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, topics_in)
     service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from functools import partial
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from stream.config import redact
 from stream.exceptions import DeliveryError, KafkaFatalError
-from stream.stats import RunStats
 
 __all__ = ["PRODUCER_DEFAULTS", "PredictionSink"]
 
@@ -29,6 +27,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "compression.type": "lz4",
     "partitioner": "murmur2_random",
 }
+# The sink asks for delivery reports of failures only: success is known per
+# batch when flush() finds nothing left in flight, which spares a Python
+# callback per output.
+SINK_DEFAULTS: dict[str, Any] = {**PRODUCER_DEFAULTS, "delivery.report.only.error": True}
 # How long flush() waits for acknowledgements before the batch is failed.
 FLUSH_TIMEOUT_S = 60.0
 
@@ -36,43 +38,44 @@ FLUSH_TIMEOUT_S = 60.0
 class PredictionSink:
     """Produces outputs and knows when all of them are acknowledged."""
 
-    def __init__(self, settings: Mapping[str, Any], stats: RunStats) -> None:
-        self._settings = {**PRODUCER_DEFAULTS, **settings}
-        self._producer = Producer({**self._settings, "error_cb": self._on_error})
-        self._stats = stats
-        self._pending = 0
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self._settings = {**SINK_DEFAULTS, **settings}
+        self._producer = Producer({**self._settings, "error_cb": self._on_error, "on_delivery": self._on_delivery})
         self._failures: list[str] = []
         self._fatal: KafkaError | None = None
         logger.debug("producer settings %s", redact(self._settings))
 
-    def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-        event_time_ms: int | None = None,
-    ) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
         """Queue one output; its acknowledgement is awaited by ``flush``."""
-        callback = partial(self._on_delivery, event_time_ms)
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
-                break
+                self._producer.produce(topic, value=value, key=key, headers=headers)
+                return
             except BufferError:
-                self._producer.poll(0.05)  # local queue full: serve callbacks, then retry
-        self._pending += 1
+                self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+
+    def send_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes]) -> None:
+        """Queue outputs in order; ``send`` for each, without its per-call overhead."""
+        produce = self._producer.produce
+        for key, value in zip(keys, values):
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                self.send(topic, key, value)
 
     def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
         """Wait until every output sent so far is acknowledged; DeliveryError if one is not."""
         deadline = time.monotonic() + timeout_s
-        while self._pending > 0:
+        while True:
             if self._fatal is not None:
                 raise KafkaFatalError(f"producer fatal error: {self._fatal.str()}")
             left = deadline - time.monotonic()
+            remaining = self._producer.flush(max(0.0, min(left, 1.0)))
+            if remaining == 0:
+                break
             if left <= 0:
-                raise DeliveryError(f"{self._pending} outputs not acknowledged within {timeout_s:.0f}s")
-            self._producer.flush(min(left, 1.0))
+                raise DeliveryError(f"{remaining} outputs not acknowledged within {timeout_s:.0f}s")
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryError(f"{len(failures)} outputs failed; first: {failures[0]}")
@@ -84,13 +87,9 @@ class PredictionSink:
         except (DeliveryError, KafkaFatalError) as exc:
             logger.error("outputs lost at close (their inputs stay uncommitted): %s", exc)
 
-    def _on_delivery(self, event_time_ms: int | None, err: KafkaError | None, msg: Message) -> None:
-        self._pending -= 1
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err.str()}")
-            return
-        if event_time_ms is not None:
-            self._stats.record_ack(event_time_ms, time.time())
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -48,6 +48,8 @@ class KafkaSource:
         self.assigned: set[tuple[str, int]] = set()
         # (topic, partition) -> offset sent for commit, not yet confirmed
         self._pending: dict[tuple[str, int], int] = {}
+        # Called first thing at revoke: the service completes its batch in flight there.
+        self.before_revoke: Callable[[], None] | None = None
         self._consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def poll_batch(self, max_size: int, timeout_s: float) -> list[Message]:
@@ -138,10 +140,12 @@ class KafkaSource:
         logger.info("assigned %s", _names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # The run loop hands each batch's offsets over before polling again,
-        # and this callback runs inside that poll: committing what is still
-        # unconfirmed leaves nothing behind for the next owner to repeat.
+        # Inside the run loop's poll: the batch still in flight is acknowledged
+        # and handed over first, then whatever is unconfirmed is committed
+        # synchronously, leaving nothing behind for the next owner to repeat.
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        if self.before_revoke is not None:
+            self.before_revoke()
         self.commit_pending(revoked)
         self.assigned -= revoked
         logger.info("revoked %s", _names(partitions))

@@ -24,21 +24,17 @@ class RunStats:
     model_seconds: float = 0.0
     first_consumed: float | None = None  # wall-clock seconds
     last_acked: float | None = None
-    # event time -> produce acknowledgement, milliseconds, one per prediction
+    # event time -> the service seeing its batch acknowledged, milliseconds, one per prediction
     latencies_ms: array = field(default_factory=lambda: array("d"))
     drift_alarms: int = 0
-    _latencies_taken: int = 0
 
-    def take_new_latencies(self) -> array:
-        """Latencies recorded since the previous call (for the metrics histogram)."""
-        new = self.latencies_ms[self._latencies_taken:]
-        self._latencies_taken = len(self.latencies_ms)
-        return new
-
-    def record_ack(self, event_time_ms: int, now: float) -> None:
-        self.predictions += 1
-        self.latencies_ms.append(now * 1000.0 - event_time_ms)
+    def record_acks(self, event_times_ms: np.ndarray, now: float) -> np.ndarray:
+        """Count a batch's predictions acknowledged at ``now``; returns their latencies in ms."""
+        latencies = now * 1000.0 - np.asarray(event_times_ms, dtype=np.float64)
+        self.predictions += len(latencies)
+        self.latencies_ms.frombytes(latencies.tobytes())
         self.last_acked = now
+        return latencies
 
     def record_batch(self, consumed: int, model_seconds: float) -> None:
         """Count a batch of input events (a batch of labels only is not one)."""

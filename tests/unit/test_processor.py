@@ -106,7 +106,7 @@ def test_a_rejected_record_leaves_the_window_untouched(small_config: ServiceConf
 @pytest.mark.parametrize("size", [1, 7, 1000])
 def test_empty_and_all_bad_batches_produce_no_model_call(small_config, small_model, size: int) -> None:
     result = make_processor(small_config, small_model).process([FakeMessage(b"x", i) for i in range(size)])
-    assert result.predictions == [] and len(result.dead_letters) == size and result.model_seconds == 0.0
+    assert len(result.predictions) == 0 and len(result.dead_letters) == size and result.model_seconds == 0.0
 
 
 def test_labels_join_predictions_and_bad_labels_are_dead_lettered(small_config: ServiceConfig, small_model: ModelArtifact) -> None:
@@ -131,7 +131,7 @@ def test_labels_join_predictions_and_bad_labels_are_dead_lettered(small_config: 
     labels.append(FakeMessage(b"\x00garbage", 105, _topic="labels"))
     labels.append(FakeMessage(label_enc.encode({"id": "in/0/999", "label": "1", "label_time": 0}), 106, _topic="labels"))
     result = proc.process(labels)
-    assert result.consumed == 0 and result.labels == 7 and result.predictions == []
+    assert result.consumed == 0 and result.labels == 7 and len(result.predictions) == 0
     assert [d.reason for d in result.dead_letters] == ["MalformedRecordError"]
     assert result.next_offsets == {("labels", 0): 107}
     assert (joiner.joined, joiner.unmatched, len(joiner)) == (5, 1, 15)

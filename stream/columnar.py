@@ -1,0 +1,467 @@
+"""Avro in columns: a micro-batch of records decoded into numpy columns, and columns encoded as records.
+
+Per-record Avro in Python costs more than everything else the scorer does
+per event, so both directions run compiled kernels (``stream.avro_kernels``)
+over the whole batch. Their programs are generated here from the schemas at
+start-up. What a program does not cover falls back to fastavro, which stays
+the reference: a schema with a type the kernels do not know (records inside
+records, arrays, maps, enums, fixed, logical types other than timestamps,
+aliases) is decoded or encoded by fastavro record by record, and so is every
+record a kernel flags. Tests check both against fastavro on random records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stream.avro_kernels import (
+    DECODE_OP_WIDTH,
+    E_BOOLEAN,
+    E_CHOICE,
+    E_CONST,
+    E_DOUBLE,
+    E_FLOAT,
+    E_LONG,
+    E_STRING,
+    K_FLOAT,
+    K_INT,
+    K_SKIP,
+    K_SPAN,
+    T_BOOLEAN,
+    T_BYTES,
+    T_DOUBLE,
+    T_FLOAT,
+    T_INT,
+    T_LONG,
+    T_NULL,
+    T_STRING,
+    decode_records,
+    encode_records,
+)
+from stream.codec import AvroCodec, plain_schema
+from stream.exceptions import RecordError
+
+__all__ = ["UnsupportedSchema", "Column", "DecodedBatch", "BatchDecoder", "Const", "Choice", "Values", "Repeat",
+           "BatchEncoder", "column_for"]
+
+_TYPES = {"null": T_NULL, "boolean": T_BOOLEAN, "int": T_INT, "long": T_LONG, "float": T_FLOAT,
+          "double": T_DOUBLE, "string": T_STRING, "bytes": T_BYTES}
+_KINDS = {"boolean": K_INT, "int": K_INT, "long": K_INT, "float": K_FLOAT, "double": K_FLOAT,
+          "string": K_SPAN, "bytes": K_SPAN}
+# Writer type -> reader types it resolves to (the Avro specification's promotions, strings excepted).
+_PROMOTES = {"int": {"long", "float", "double"}, "long": {"float", "double"}, "float": {"double"}}
+
+
+class UnsupportedSchema(Exception):
+    """The compiled kernels do not cover this schema; fastavro handles it."""
+
+
+def _primitive(node: Any) -> tuple[str, bool, int]:
+    """(type name, nullable, branch index of null or -1) of a primitive or a union of null and a primitive."""
+    if isinstance(node, dict):
+        if set(node) - {"type"}:
+            raise UnsupportedSchema(f"type {node} carries attributes (logical type?)")
+        node = node["type"]
+    if isinstance(node, str):
+        if node not in _TYPES:
+            raise UnsupportedSchema(f"type {node!r} is not primitive")
+        return node, node == "null", -1
+    if isinstance(node, list) and len(node) == 2 and "null" in node:
+        other = node[1 - node.index("null")]
+        name, _, _ = _primitive(other)
+        if name == "null":
+            raise UnsupportedSchema("a union of null with null")
+        return name, True, node.index("null")
+    raise UnsupportedSchema(f"type {node} is not a primitive or a nullable primitive")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A reader field wanted as a column: ``int`` (int64), ``float`` (float64) or ``text`` (str or bytes)."""
+
+    name: str
+    type: str  # the reader schema's primitive type
+    nullable: bool
+
+    @property
+    def kind(self) -> int:
+        return _KINDS[self.type]
+
+
+def column_for(reader_schema: Mapping[str, Any], name: str) -> Column:
+    """The column of reader field ``name``; UnsupportedSchema if it is not a (nullable) primitive."""
+    for f in plain_schema(reader_schema)["fields"]:
+        if f["name"] == name:
+            type_name, nullable, _ = _primitive(f["type"])
+            if type_name == "null":
+                raise UnsupportedSchema(f"field {name!r} is always null")
+            return Column(name, type_name, nullable)
+    raise UnsupportedSchema(f"no field {name!r} in the reader schema")
+
+
+class DecodedBatch:
+    """The wanted columns of a batch of records; rows in ``errors`` did not decode."""
+
+    def __init__(self, columns: Sequence[Column], n: int, buf: np.ndarray) -> None:
+        self.n = n
+        self.errors: dict[int, RecordError] = {}
+        self._buf = buf
+        self._index: dict[str, int] = {}
+        counts = {K_INT: 0, K_FLOAT: 0, K_SPAN: 0}
+        self._where: list[tuple[int, int]] = []  # per column: (kind, index among its kind)
+        for i, c in enumerate(columns):
+            self._index[c.name] = i
+            self._where.append((c.kind, counts[c.kind]))
+            counts[c.kind] += 1
+        self.columns = list(columns)
+        self.ints = np.zeros((n, counts[K_INT]), dtype=np.int64)
+        self.floats = np.zeros((n, counts[K_FLOAT]), dtype=np.float64)
+        self.spans = np.zeros((n, counts[K_SPAN], 2), dtype=np.int64)
+        self.nulls = np.zeros((n, len(columns)), dtype=np.bool_)
+        self._texts: dict[tuple[int, int], str | bytes] = {}  # (row, column): fallback and default values
+
+    def numbers(self, name: str) -> np.ndarray:
+        """An int or float column (undefined where null or in error)."""
+        kind, j = self._where[self._index[name]]
+        if kind == K_SPAN:
+            raise TypeError(f"column {name!r} holds text")
+        return self.ints[:, j] if kind == K_INT else self.floats[:, j]
+
+    def null(self, name: str) -> np.ndarray:
+        return self.nulls[:, self._index[name]]
+
+    def texts(self, name: str, rows: Sequence[int] | np.ndarray) -> list[Any]:
+        """Values of a text column at ``rows``: str for strings, bytes for bytes, None where null."""
+        i = self._index[name]
+        column = self.columns[i]
+        _, j = self._where[i]
+        data = self._buf.data
+        spans = self.spans[:, j].tolist()
+        nulls = self.nulls[:, i]
+        out: list[Any] = []
+        overrides = self._texts
+        as_str = column.type == "string"
+        for r in rows.tolist() if isinstance(rows, np.ndarray) else rows:
+            if nulls[r]:
+                out.append(None)
+            elif (r, i) in overrides:
+                out.append(overrides[(r, i)])
+            else:
+                s, e = spans[r]
+                raw = bytes(data[s:e])
+                out.append(raw.decode() if as_str else raw)
+        return out
+
+    def set_record(self, row: int, record: Mapping[str, Any]) -> None:
+        """Fill ``row`` from a record decoded by fastavro."""
+        for i, column in enumerate(self.columns):
+            self.set_value(row, i, record.get(column.name))
+
+    def set_value(self, row: int, i: int, value: Any) -> None:
+        kind, j = self._where[i]
+        self.nulls[row, i] = value is None
+        if value is None:
+            return
+        if kind == K_INT:
+            self.ints[row, j] = int(value)
+        elif kind == K_FLOAT:
+            self.floats[row, j] = float(value)
+        else:
+            self._texts[(row, i)] = value
+
+
+@dataclass(frozen=True)
+class _DecodePlan:
+    ops: np.ndarray  # (writer fields, DECODE_OP_WIDTH)
+    defaults: tuple[tuple[int, Any], ...]  # (column, value) for wanted fields the writer lacks
+
+
+def _decode_plan(writer: Mapping[str, Any], reader: Mapping[str, Any], columns: Sequence[Column]) -> _DecodePlan:
+    """The kernel's program for records written with ``writer`` and read as ``reader``."""
+    if writer.get("type") != "record" or reader.get("type") != "record":
+        raise UnsupportedSchema("not a record")
+    if writer.get("name") != reader.get("name"):
+        raise UnsupportedSchema("record names differ")
+    reader_fields = {f["name"]: f for f in reader["fields"]}
+    if any(f.get("aliases") for f in reader["fields"]):
+        raise UnsupportedSchema("reader fields with aliases")
+    wanted = {c.name: i for i, c in enumerate(columns)}
+    counts = {K_INT: 0, K_FLOAT: 0, K_SPAN: 0}
+    slot: dict[str, int] = {}
+    for c in columns:
+        slot[c.name] = counts[c.kind]
+        counts[c.kind] += 1
+    ops = []
+    written = set()
+    for f in writer["fields"]:
+        w_type, _, null_branch = _primitive(f["type"])
+        name = f["name"]
+        written.add(name)
+        r_field = reader_fields.get(name)
+        kind = col = field = 0
+        reader_nullable = 0
+        if r_field is not None:
+            r_type, r_nullable, _ = _primitive(r_field["type"])
+            if w_type != r_type and (null_branch >= 0 or r_type not in _PROMOTES.get(w_type, ())):
+                raise UnsupportedSchema(f"field {name!r}: {w_type} read as {r_type}")
+            if name in wanted:
+                column = columns[wanted[name]]
+                kind, col, field = column.kind, slot[name], wanted[name]
+                reader_nullable = int(r_nullable)
+        else:
+            kind = K_SKIP
+        ops.append((_TYPES[w_type], null_branch, kind, col, field, reader_nullable))
+    defaults = []
+    for name, r_field in reader_fields.items():
+        if name in written:
+            continue
+        if "default" not in r_field:
+            raise UnsupportedSchema(f"reader field {name!r} has no default and the writer lacks it")
+        _primitive(r_field["type"])
+        if name in wanted:
+            defaults.append((wanted[name], r_field["default"]))
+    table = np.array(ops, dtype=np.int64).reshape(len(ops), DECODE_OP_WIDTH)
+    return _DecodePlan(table, tuple(defaults))
+
+
+class BatchDecoder:
+    """Decodes the values of a batch into the wanted reader columns, compiled where it can."""
+
+    def __init__(self, codec: AvroCodec, columns: Sequence[Column]) -> None:
+        self.codec = codec
+        self.columns = list(columns)
+        self._plans: dict[int, _DecodePlan | None] = {}  # id(writer schema) -> plan, None: fastavro
+
+    def decode(self, values: Sequence[bytes | None]) -> DecodedBatch:
+        """Every value decoded or in ``errors`` with the reason, as ``AvroCodec.decode`` would give it."""
+        n = len(values)
+        lengths = np.fromiter((len(v) if v is not None else 0 for v in values), dtype=np.int64, count=n)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        buf = np.frombuffer(b"".join(v for v in values if v is not None), dtype=np.uint8)
+        batch = DecodedBatch(self.columns, n, buf)
+        present = np.fromiter((v is not None for v in values), dtype=np.bool_, count=n)
+        fallback: list[int] = []
+        if self.codec.wire_format == "raw":
+            groups = [(self.codec.raw_writer, np.flatnonzero(present))]
+            body_starts = starts
+        else:
+            header = 5
+            framed = present & (lengths >= header)
+            framed[framed] &= buf[starts[framed]] == 0
+            ids = np.zeros(n, dtype=np.int64)
+            at = starts[framed]
+            ids[framed] = ((buf[at + 1].astype(np.int64) << 24) | (buf[at + 2].astype(np.int64) << 16)
+                           | (buf[at + 3].astype(np.int64) << 8) | buf[at + 4].astype(np.int64))
+            groups = []
+            for schema_id in np.unique(ids[framed]).tolist():
+                rows = np.flatnonzero(framed & (ids == schema_id))
+                try:
+                    groups.append((self.codec.writer(schema_id), rows))
+                except RecordError as exc:
+                    for r in rows.tolist():
+                        batch.errors[r] = exc
+            body_starts = starts + header
+        fallback.extend(np.flatnonzero(~present if self.codec.wire_format == "raw" else ~framed).tolist())
+        flagged = np.zeros(n, dtype=np.bool_)
+        for writer, rows in groups:
+            plan = self._plan(writer)
+            if plan is None:
+                fallback.extend(rows.tolist())
+                continue
+            decode_records(buf, body_starts, ends, rows.astype(np.int64), plan.ops, batch.ints, batch.floats,
+                           batch.spans, batch.nulls, flagged)
+            for i, value in plan.defaults:
+                for r in rows.tolist():
+                    batch.set_value(r, i, value)
+        fallback.extend(np.flatnonzero(flagged).tolist())
+        for r in fallback:
+            try:
+                batch.set_record(r, self.codec.decode(values[r]))
+            except RecordError as exc:
+                batch.errors[r] = exc
+        return batch
+
+    def _plan(self, writer: Mapping[str, Any]) -> _DecodePlan | None:
+        key = id(writer)
+        if key not in self._plans:
+            try:
+                self._plans[key] = _decode_plan(writer, self.codec.reader, self.columns)
+            except UnsupportedSchema:
+                self._plans[key] = None
+        return self._plans[key]
+
+
+# --- encoding ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Const:
+    """The same value in every record."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few values, picked per record by an int column of indexes into ``options``."""
+
+    column: str
+    options: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Values:
+    """A value per record from a column: int64 or float64 arrays, or a list of str/bytes."""
+
+    column: str
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """An array with the same number of items in every record, each item a record bound field by field."""
+
+    items: tuple[Mapping[str, Any], ...]
+
+
+def _encode_one(schema: Any, value: Any) -> bytes:
+    import io
+
+    import fastavro
+
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, plain_schema({"type": "record", "name": "_One", "fields": [
+        {"name": "v", "type": schema}]}), {"v": value})
+    return buf.getvalue()
+
+
+class BatchEncoder:
+    """Encodes records of one schema from columns, by a kernel program generated from the schema.
+
+    ``bindings`` says where each field's value comes from. Built once at
+    start-up; UnsupportedSchema if the schema or the bindings are beyond the
+    kernel, in which case callers encode dicts with fastavro.
+    """
+
+    def __init__(self, schema: Mapping[str, Any], bindings: Mapping[str, Any], prefix: bytes = b"") -> None:
+        self._consts: list[bytes] = []
+        self._ops: list[tuple[int, int, int, int]] = []
+        self._int_cols: list[str] = []
+        self._float_cols: list[str] = []
+        self._text_cols: list[str] = []
+        self._float32_cols: set[int] = set()  # float columns written as Avro float
+        parsed = plain_schema(schema)
+        if prefix:
+            self._ops.append((E_CONST, 0, len(self._consts), 1))
+            self._const(prefix)
+        self._record(parsed, bindings)
+        self._op_table = np.array(self._ops, dtype=np.int64).reshape(len(self._ops), 4)
+        self._const_bytes = np.frombuffer(b"".join(self._consts) or b"\0", dtype=np.uint8)
+        self._const_offsets = np.zeros(len(self._consts) + 1, dtype=np.int64)
+        np.cumsum([len(c) for c in self._consts], out=self._const_offsets[1:])
+        self._fixed_max = sum(self._max_size(op) for op in self._ops)
+
+    def _const(self, data: bytes) -> None:
+        self._consts.append(data)
+
+    def _record(self, schema: Mapping[str, Any], bindings: Mapping[str, Any]) -> None:
+        if schema.get("type") != "record":
+            raise UnsupportedSchema("not a record")
+        unknown = set(bindings) - {f["name"] for f in schema["fields"]}
+        if unknown:
+            raise UnsupportedSchema(f"bindings for fields the schema lacks: {sorted(unknown)}")
+        for f in schema["fields"]:
+            name, ftype = f["name"], f["type"]
+            if name not in bindings:
+                if "default" not in f:
+                    raise UnsupportedSchema(f"no binding for field {name!r}")
+                binding: Any = Const(f["default"])
+            else:
+                binding = bindings[name]
+            if isinstance(binding, Const):
+                self._ops.append((E_CONST, 0, len(self._consts), 1))
+                self._const(_encode_one(ftype, binding.value))
+            elif isinstance(binding, Choice):
+                self._ops.append((E_CHOICE, self._column(self._int_cols, binding.column), len(self._consts),
+                                  len(binding.options)))
+                for option in binding.options:
+                    self._const(_encode_one(ftype, option))
+            elif isinstance(binding, Values):
+                type_name, nullable, _ = _primitive(ftype)
+                if nullable:
+                    raise UnsupportedSchema(f"field {name!r}: nullable fields take Const or Choice")
+                op = {"int": E_LONG, "long": E_LONG, "boolean": E_BOOLEAN, "double": E_DOUBLE, "float": E_FLOAT,
+                      "string": E_STRING, "bytes": E_STRING}[type_name]
+                cols = {E_DOUBLE: self._float_cols, E_FLOAT: self._float_cols, E_STRING: self._text_cols}.get(
+                    op, self._int_cols)
+                col = self._column(cols, binding.column)
+                if op == E_FLOAT:
+                    self._float32_cols.add(col)
+                self._ops.append((op, col, 0, 0))
+            elif isinstance(binding, Repeat):
+                if not (isinstance(ftype, dict) and ftype.get("type") == "array"):
+                    raise UnsupportedSchema(f"field {name!r}: Repeat needs an array")
+                count = len(binding.items)
+                self._ops.append((E_CONST, 0, len(self._consts), 1))
+                self._const(_encode_one("long", count))
+                for item in binding.items:
+                    self._record(ftype["items"], item)
+                if count:
+                    self._ops.append((E_CONST, 0, len(self._consts), 1))
+                    self._const(b"\0")
+            else:
+                raise UnsupportedSchema(f"field {name!r}: unknown binding {binding!r}")
+
+    @staticmethod
+    def _column(cols: list[str], name: str) -> int:
+        if name not in cols:
+            cols.append(name)
+        return cols.index(name)
+
+    def _max_size(self, op: tuple[int, int, int, int]) -> int:
+        code, _, first, count = op
+        if code in (E_CONST, E_CHOICE):
+            return max(len(c) for c in self._consts[first:first + count])
+        return {E_LONG: 10, E_BOOLEAN: 1, E_DOUBLE: 8, E_FLOAT: 4, E_STRING: 10}[code]
+
+    def encode(self, n: int, columns: Mapping[str, Any]) -> list[bytes]:
+        """``n`` encoded records; ``columns`` maps every bound column name to its values."""
+        ints = np.zeros((n, len(self._int_cols)), dtype=np.int64)
+        for j, name in enumerate(self._int_cols):
+            ints[:, j] = columns[name]
+        floats = np.zeros((n, len(self._float_cols)), dtype=np.float64)
+        for j, name in enumerate(self._float_cols):
+            floats[:, j] = columns[name]
+        with np.errstate(over="ignore"):
+            float32 = floats.astype(np.float32)
+        for j in self._float32_cols:  # fastavro refuses these too
+            if np.any(np.isinf(float32[:, j]) & np.isfinite(floats[:, j])):
+                raise OverflowError(f"a value of {self._float_cols[j]!r} is too large for an Avro float")
+        spans = np.zeros((n, len(self._text_cols), 2), dtype=np.int64)
+        pieces: list[bytes] = []
+        offset = 0
+        for j, name in enumerate(self._text_cols):
+            values = [v.encode() if isinstance(v, str) else v for v in columns[name]]
+            lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+            stop = offset + np.cumsum(lengths)
+            spans[:, j, 0] = stop - lengths
+            spans[:, j, 1] = stop
+            offset = int(stop[-1]) if n else offset
+            pieces.extend(values)
+        text = np.frombuffer(b"".join(pieces) or b"\0", dtype=np.uint8)
+        out = np.empty(n * self._fixed_max + offset + 1, dtype=np.uint8)
+        ends = np.empty(n, dtype=np.int64)
+        written = encode_records(self._op_table, self._const_bytes, self._const_offsets, ints,
+                                 floats.view(np.uint64), float32.view(np.uint32), text, spans, out, ends)
+        if written < 0:
+            raise IndexError("a choice column holds an index outside its options")
+        data = out[:written].tobytes()
+        starts = np.empty(n, dtype=np.int64)
+        if n:
+            starts[0] = 0
+            starts[1:] = ends[:-1]
+        return [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
