@@ -8,6 +8,7 @@ import numpy as np
 
 from models.artifact import ModelArtifact
 from models.exceptions import ModelLoadError
+from models.trees import compile_trees
 
 __all__ = ["Scores", "BatchScorer", "limit_model_threads"]
 
@@ -39,7 +40,7 @@ class Scores:
 class BatchScorer:
     """Scores feature matrices with a loaded artifact's model."""
 
-    def __init__(self, artifact: ModelArtifact) -> None:
+    def __init__(self, artifact: ModelArtifact, compiled: bool = True) -> None:
         self.artifact = artifact
         model = artifact.model
         self._proba = hasattr(model, "predict_proba")
@@ -48,6 +49,11 @@ class BatchScorer:
         classes = getattr(model, "classes_", None)
         self.classes: tuple[str, ...] = tuple(str(c) for c in classes) if self._proba and classes is not None else ()
         self.n_features = len(artifact.feature_names)
+        # the compiled tree kernel where it covers the model (same outputs), else the model's own methods
+        trees = compile_trees(model) if compiled else None
+        self.compiled = trees is not None
+        self._predict_proba = trees.predict_proba if trees is not None else getattr(model, "predict_proba", None)
+        self._predict = trees.predict if trees is not None else getattr(model, "predict", None)
 
     @classmethod
     def for_model(cls, model: object, feature_names: tuple[str, ...]) -> BatchScorer:
@@ -61,8 +67,8 @@ class BatchScorer:
         if features.ndim != 2 or features.shape[1] != self.n_features:
             raise ValueError(f"expected a (n, {self.n_features}) matrix, got shape {features.shape}")
         if not self._proba:
-            return Scores(np.asarray(self.artifact.model.predict(features), dtype=np.float64), None, None, ())
-        proba = np.asarray(self.artifact.model.predict_proba(features), dtype=np.float64)
+            return Scores(np.asarray(self._predict(features), dtype=np.float64), None, None, ())
+        proba = np.asarray(self._predict_proba(features), dtype=np.float64)
         best = np.argmax(proba, axis=1)
         labels = [self.classes[i] for i in best]
         score = proba[:, 1] if proba.shape[1] == 2 else proba[np.arange(len(best)), best]

@@ -120,6 +120,9 @@ class ModelConfig:
     # core to librdkafka and the broker; several threads on two shared cores
     # made a one-row HistGradientBoosting call ~10x slower under load.
     threads: int = 1
+    # Predict HistGradientBoosting models with the compiled tree kernel
+    # (models/trees.py; same outputs bit for bit); false keeps scikit-learn's.
+    compiled: bool = True
 
 
 @dataclass(frozen=True)

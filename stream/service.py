@@ -233,13 +233,14 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     processor = BatchProcessor(
         codec=codec,
         store=FeatureStore(config.features),
-        scorer=BatchScorer(artifact),
+        scorer=BatchScorer(artifact, compiled=config.model.compiled),
         encoder=encoder,
         key_field=codec_cfg.key_field,
         time_field=codec_cfg.time_field,
         quality=_quality_tracker(config, artifact, schema_source),
         labels_topic=config.labels.topic,
     )
+    processor.warm_up()
     base = {"bootstrap.servers": kafka.bootstrap_servers}
     if kafka.create_topics:
         topics = {kafka.output_topic: kafka.topic_partitions, kafka.dead_letter_topic: kafka.topic_partitions}

@@ -63,6 +63,10 @@ def produce_events(
             positions[index] = (msg.partition(), msg.offset())
 
     say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
+    # Connect and learn the topic's partitions first: live event times are the
+    # wall clock at generation, and the first events should not carry the
+    # producer's own start-up as latency.
+    producer.list_topics(topic, timeout=10.0)
     started = time.monotonic()
     next_report = started + PROGRESS_EVERY_S
     n = 0

@@ -50,7 +50,8 @@ class KafkaSource:
         self._pending: dict[tuple[str, int], int] = {}
         # Called first thing at revoke: the service completes its batch in flight there.
         self.before_revoke: Callable[[], None] | None = None
-        self._consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._topics = list(topics)
+        self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def poll_batch(self, max_size: int, timeout_s: float) -> list[Message]:
         """Up to ``max_size`` messages, waiting at most ``timeout_s``; errors are filtered out."""
@@ -125,9 +126,13 @@ class KafkaSource:
         return out
 
     def broker_reachable(self, timeout_s: float = 2.0) -> bool:
-        """Whether the cluster answers a metadata request (called from the health thread)."""
+        """Whether the cluster answers a metadata request (for /readyz).
+
+        Asks for one subscribed topic only: the metadata of a whole cluster
+        with many topics takes long enough to build to delay a batch.
+        """
         try:
-            return bool(self._consumer.list_topics(timeout=timeout_s).brokers)
+            return bool(self._consumer.list_topics(self._topics[0], timeout=timeout_s).brokers)
         except KafkaException:
             return False
 
