@@ -119,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--naive-events", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes and loads")
+    parser.add_argument("--replot", action="store_true", help="redraw the PNG from results/latest.json only")
     args = parser.parse_args(argv)
+    if args.replot:
+        saved = json.loads((RESULTS / "latest.json").read_text())
+        plot(saved["batch_size_sweep"], {int(k): v for k, v in saved["latency"].items()}, RESULTS / "throughput.png")
+        return 0
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         say("set KAFKA_BOOTSTRAP_SERVERS or run through scripts/local-kafka with")
@@ -216,6 +221,11 @@ def plot(sweep: list[dict[str, Any]], latency: dict[int, dict[str, Any]], path: 
     for k in loads:
         right.annotate(f"batch {latency[k]['mean_batch_size']:.0f}", (k, latency[k]["p99_ms"]),
                        textcoords="offset points", xytext=(4, 6), fontsize=8)
+    from stream.config import load_config
+
+    max_wait = load_config(CONFIG, {}).batch.max_wait_ms
+    right.axhline(max_wait, color="grey", linestyle=":", label=f"batch.max_wait_ms ({max_wait} ms)")
+    right.axhline(max_wait + 20, color="tab:red", linestyle="--", label=f"p99 target at 5,000/s ({max_wait + 20} ms)")
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("offered load, events/s")
