@@ -156,6 +156,13 @@ class DecodedBatch:
                 out.append(raw.decode() if as_str else raw)
         return out
 
+    def values(self, name: str, rows: np.ndarray) -> list[Any]:
+        """Python values of any column at ``rows``, None where null."""
+        if self._where[self._index[name]][0] == K_SPAN:
+            return self.texts(name, rows)
+        nulls = self.null(name)[rows].tolist()
+        return [None if null else v for v, null in zip(self.numbers(name)[rows].tolist(), nulls)]
+
     def set_record(self, row: int, record: Mapping[str, Any]) -> None:
         """Fill ``row`` from a record decoded by fastavro."""
         for i, column in enumerate(self.columns):

@@ -20,7 +20,6 @@ from features import FeatureStore
 from models import BatchScorer
 from models.drift import DriftEvent
 from models.scorer import Scores
-from stream.avro_kernels import K_SPAN
 from stream.codec import AvroCodec, AvroEncoder
 from stream.columnar import (
     BatchDecoder,
@@ -186,7 +185,7 @@ class BatchProcessor:
         if self.quality is not None:
             ids = None
             if self.id_field is not None:
-                ids = [str(v) for v in self._column_values(batch, self.id_field, rows)]
+                ids = [str(v) for v in batch.values(self.id_field, rows)]
             where = list(zip(topics, partitions_a.tolist(), offsets_a.tolist()))
             result.drift_events.extend(self.quality.observe(where, ids, times, values, features, scores))
         return result
@@ -211,7 +210,7 @@ class BatchProcessor:
         """Every row's key, and the rows that fail (decoding first, then key, time, values in field order)."""
         bad: dict[int, RecordError] = dict(batch.errors)
         n = batch.n
-        keys = self._column_values(batch, self.key_field, np.arange(n))
+        keys = batch.values(self.key_field, np.arange(n))
         for i, key in enumerate(keys):
             if i not in bad and (key is None or key == ""):
                 bad[i] = InvalidRecordError(f"key field {self.key_field!r} is missing or empty")
@@ -227,13 +226,6 @@ class BatchProcessor:
                     value = None if batch.null(name)[i] else float(column[i])
                     bad[i] = InvalidRecordError(f"field {name!r} is {value!r}, not a finite number")
         return keys, bad
-
-    @staticmethod
-    def _column_values(batch: DecodedBatch, name: str, rows: np.ndarray) -> list[Any]:
-        if batch.columns[[c.name for c in batch.columns].index(name)].kind == K_SPAN:
-            return batch.texts(name, rows)
-        nulls = batch.null(name)[rows].tolist()
-        return [None if null else v for v, null in zip(batch.numbers(name)[rows].tolist(), nulls)]
 
     def _encode(self, keys: list[str], times: np.ndarray, topics: list[str], partitions: np.ndarray,
                 offsets: np.ndarray, scores: Scores) -> Predictions:
