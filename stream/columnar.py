@@ -12,10 +12,12 @@ record a kernel flags. Tests check both against fastavro on random records.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import fastavro
 import numpy as np
 
 from stream.avro_kernels import (
@@ -336,10 +338,7 @@ class Repeat:
 
 
 def _encode_one(schema: Any, value: Any) -> bytes:
-    import io
-
-    import fastavro
-
+    """``value`` as fastavro writes it for a field of type ``schema`` (constants of a program)."""
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, plain_schema({"type": "record", "name": "_One", "fields": [
         {"name": "v", "type": schema}]}), {"v": value})

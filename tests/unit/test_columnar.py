@@ -77,7 +77,7 @@ def same(a: Any, b: Any) -> bool:
     """Equal, with floats compared bit for bit (NaN and -0.0 included)."""
     if isinstance(a, float) and isinstance(b, float):
         return struct.pack("<d", a) == struct.pack("<d", b) or (math.isnan(a) and math.isnan(b))
-    return type(a) is type(b) and a == b if not isinstance(a, bool | int) else int(a) == int(b) and a is not None
+    return type(a) is type(b) and a == b
 
 
 def column_value(batch, column: Column, row: int) -> Any:
