@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas import load_schema  # noqa: E402
 from stream.codec import AvroCodec, AvroEncoder  # noqa: E402
-from stream.columnar import BatchDecoder, BatchEncoder, Choice, Const, Repeat, Values, column_for  # noqa: E402
+from stream.columnar import BatchDecoder, BatchEncoder, column_for  # noqa: E402
 from stream.generators import sensor_events  # noqa: E402
+from stream.processor import prediction_bindings  # noqa: E402
 
 N = 1000
 ROUNDS = 30
@@ -44,20 +45,13 @@ def main() -> int:
 
     prediction = load_schema("prediction")
     classes = ("0", "1")
-    encoder = BatchEncoder(prediction, {
-        "key": Values("key"), "event_time": Values("event_time"), "source_topic": Values("source_topic"),
-        "source_partition": Values("source_partition"), "source_offset": Values("source_offset"),
-        "model_name": Const("sensor-fault"), "model_version": Const("1"), "score": Values("score"),
-        "label": Choice("label", (None, *classes)),
-        "probabilities": Repeat(tuple({"label": Const(c), "probability": Values(f"p{j}")}
-                                      for j, c in enumerate(classes))),
-        "scored_at": Values("scored_at")})
+    encoder = BatchEncoder(prediction, prediction_bindings("sensor-fault", "1", classes))
     rng = np.random.default_rng(0)
     p1 = rng.random(N)
     columns = {"key": [r["sensor_id"] for r in records], "event_time": np.array([r["ts"] for r in records]),
                "source_topic": ["sensor-readings"] * N, "source_partition": np.arange(N) % 8,
                "source_offset": np.arange(N), "score": p1, "label": (p1 > 0.5).astype(np.int64) + 1,
-               "scored_at": np.full(N, 1_700_000_000_000), "p0": 1 - p1, "p1": p1}
+               "scored_at": np.full(N, 1_700_000_000_000), "probability_0": 1 - p1, "probability_1": p1}
     dicts = [{"key": columns["key"][i], "event_time": int(columns["event_time"][i]), "source_topic": "sensor-readings",
               "source_partition": i % 8, "source_offset": i, "model_name": "sensor-fault", "model_version": "1",
               "score": float(p1[i]), "label": classes[int(p1[i] > 0.5)],

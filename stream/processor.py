@@ -37,7 +37,7 @@ from stream.deadletter import DeadLetter, InputMessage, dead_letter_for
 from stream.exceptions import ConfigError, InvalidRecordError, RecordError
 from stream.quality import QualityTracker
 
-__all__ = ["Prediction", "Predictions", "BatchResult", "BatchProcessor"]
+__all__ = ["Prediction", "Predictions", "BatchResult", "BatchProcessor", "prediction_bindings"]
 
 logger = logging.getLogger(__name__)
 
@@ -325,18 +325,27 @@ def _column(codec: AvroCodec, setting: str, name: str, types: tuple[str, ...]) -
     return column
 
 
-def _prediction_encoder(encoder: AvroEncoder, scorer: BatchScorer) -> BatchEncoder | None:
-    """The compiled encoder for the output schema, or None when it is not the shape the processor fills."""
-    classes = scorer.classes
-    bindings = {
+def prediction_bindings(model_name: str, model_version: str, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Where each field of the prediction schema comes from, for the compiled encoder.
+
+    Columns: ``key``, ``event_time``, ``source_topic``, ``source_partition``,
+    ``source_offset``, ``score``, ``scored_at``, ``label`` (0 for null, else
+    1 + the class index) and ``probability_<j>`` per class.
+    """
+    return {
         "key": Values("key"), "event_time": Values("event_time"), "source_topic": Values("source_topic"),
         "source_partition": Values("source_partition"), "source_offset": Values("source_offset"),
-        "model_name": Const(scorer.artifact.name), "model_version": Const(scorer.artifact.version),
+        "model_name": Const(model_name), "model_version": Const(model_version),
         "score": Values("score"), "label": Choice("label", (None, *classes)),
         "probabilities": Repeat(tuple({"label": Const(c), "probability": Values(f"probability_{j}")}
                                       for j, c in enumerate(classes))),
         "scored_at": Values("scored_at"),
     }
+
+
+def _prediction_encoder(encoder: AvroEncoder, scorer: BatchScorer) -> BatchEncoder | None:
+    """The compiled encoder for the output schema, or None when it is not the shape the processor fills."""
+    bindings = prediction_bindings(scorer.artifact.name, scorer.artifact.version, scorer.classes)
     try:
         return BatchEncoder(encoder.schema, bindings, encoder.prefix)
     except UnsupportedSchema as exc:

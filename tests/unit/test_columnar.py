@@ -20,15 +20,14 @@ from stream.codec import AvroCodec, plain_schema
 from stream.columnar import (
     BatchDecoder,
     BatchEncoder,
-    Choice,
     Column,
     Const,
-    Repeat,
     UnsupportedSchema,
     Values,
     column_for,
 )
 from stream.exceptions import UnknownSchemaError
+from stream.processor import prediction_bindings as processor_bindings
 
 PRIMITIVES = ["boolean", "int", "long", "float", "double", "string", "bytes"]
 VALUES = {
@@ -223,15 +222,7 @@ PREDICTION = load_schema("prediction")
 
 
 def prediction_bindings(classes: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "key": Values("key"), "event_time": Values("event_time"), "source_topic": Values("source_topic"),
-        "source_partition": Values("source_partition"), "source_offset": Values("source_offset"),
-        "model_name": Const("m"), "model_version": Const("v1"), "score": Values("score"),
-        "label": Choice("label", (None, *classes)),
-        "probabilities": Repeat(tuple({"label": Const(c), "probability": Values(f"p{j}")}
-                                      for j, c in enumerate(classes))),
-        "scored_at": Values("scored_at"),
-    }
+    return processor_bindings("m", "v1", classes)
 
 
 @FAST
@@ -251,7 +242,7 @@ def test_encoder_writes_what_fastavro_writes(data) -> None:
         "scored_at": np.array(column(VALUES["long"]), dtype=np.int64),
     }
     for j in range(len(classes)):
-        cols[f"p{j}"] = np.array(column(st.floats()), dtype=np.float64)
+        cols[f"probability_{j}"] = np.array(column(st.floats()), dtype=np.float64)
     got = BatchEncoder(PREDICTION, prediction_bindings(classes), prefix).encode(n, cols)
     schema = plain_schema(PREDICTION)
     for i in range(n):
@@ -260,7 +251,7 @@ def test_encoder_writes_what_fastavro_writes(data) -> None:
             "source_partition": int(cols["source_partition"][i]), "source_offset": int(cols["source_offset"][i]),
             "model_name": "m", "model_version": "v1", "score": float(cols["score"][i]),
             "label": (None, *classes)[cols["label"][i]],
-            "probabilities": [{"label": c, "probability": float(cols[f"p{j}"][i])} for j, c in enumerate(classes)],
+            "probabilities": [{"label": c, "probability": float(cols[f"probability_{j}"][i])} for j, c in enumerate(classes)],
             "scored_at": int(cols["scored_at"][i]),
         }
         buf = io.BytesIO(prefix)
@@ -276,6 +267,6 @@ def test_encoder_rejects_what_it_cannot_bind_and_bad_choices() -> None:
         BatchEncoder(PREDICTION, {**prediction_bindings(()), "extra": Const(1)})
     encoder = BatchEncoder(PREDICTION, prediction_bindings(("a",)))
     cols = {"key": ["k"], "event_time": [1], "source_topic": ["t"], "source_partition": [0], "source_offset": [0],
-            "score": [0.5], "label": [2], "scored_at": [0], "p0": [0.5]}
+            "score": [0.5], "label": [2], "scored_at": [0], "probability_0": [0.5]}
     with pytest.raises(IndexError):
         encoder.encode(1, cols)
