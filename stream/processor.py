@@ -124,6 +124,7 @@ class BatchProcessor:
         if self.id_field is not None and self.id_field not in (key_field, time_field, *self.fields):
             wanted.append(("labels.id_field", self.id_field, KEY_TYPES))
         self.decoder = BatchDecoder(codec, [_column(codec, *w) for w in wanted])
+        self._key_is_string = self.decoder.columns[0].type == "string"  # the key field is wanted first
         self._batch_encoder = _prediction_encoder(encoder, scorer)
 
     def warm_up(self) -> None:
@@ -214,7 +215,7 @@ class BatchProcessor:
         for i, key in enumerate(keys):
             if i not in bad and (key is None or key == ""):
                 bad[i] = InvalidRecordError(f"key field {self.key_field!r} is missing or empty")
-        if self.decoder.columns[0].type != "string":
+        if not self._key_is_string:
             keys = [None if k is None else str(k) for k in keys]
         for i in np.flatnonzero(batch.null(self.time_field)).tolist():
             bad.setdefault(i, InvalidRecordError(f"time field {self.time_field!r} is None, not epoch milliseconds"))
