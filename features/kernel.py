@@ -72,20 +72,13 @@ class WindowState:
             cap *= 2
         if cap == self.capacity:
             return
-        head, count = self.pos[:, 0], self.pos[:, 1]
-        idx = (head[:, None] + np.arange(self.capacity)[None, :]) % self.capacity  # oldest first
-        rows = np.arange(self.slots)[:, None]
-        vals = np.zeros((self.slots, self.n_fields, cap))
-        vals[:, :, : self.capacity] = np.take_along_axis(self.vals, idx[:, None, :].repeat(self.n_fields, 1), axis=2)
-        times = np.zeros((self.slots, cap), dtype=np.int64)
-        times[:, : self.capacity] = self.times[rows, idx]
-        front = np.zeros((self.slots, self.n_fields, cap, N_COMPONENTS))
-        front[:, :, : self.capacity] = np.take_along_axis(
-            self.front, idx[:, None, :, None].repeat(self.n_fields, 1).repeat(N_COMPONENTS, 3), axis=2)
+        vals = np.empty((self.slots, self.n_fields, cap))
+        times = np.empty((self.slots, cap), dtype=np.int64)
+        front = np.empty((self.slots, self.n_fields, cap, N_COMPONENTS))
+        _unroll(self.vals, self.times, self.front, self.pos, vals, times, front)
         self.vals, self.times, self.front = vals, times, front
         self.pos[:, 0] = 0
         self.capacity = cap
-        assert np.all(count <= cap)
 
     def key_count(self, slot: int) -> int:
         return int(self.pos[slot, 1])
@@ -106,6 +99,25 @@ def update_windows(
         state.grow_capacity(int(np.max(state.pos[:, 1] + per_key[: state.slots])) + 1)
     _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride,
             state.vals, state.times, state.front, state.back, state.shift, state.pos, state.capacity)
+
+
+@njit(cache=True)
+def _unroll(vals, ts, front, pos, new_vals, new_ts, new_front):
+    """Copy each key's held values, oldest first, to position 0 of the larger rings.
+
+    Only held entries are copied (the rest of a ring is never read), so a
+    regrow costs in proportion to the state held, not to the new capacity.
+    """
+    cap = ts.shape[1]
+    n_fields = vals.shape[1]
+    for s in range(ts.shape[0]):
+        head, count = pos[s, 0], pos[s, 1]
+        for k in range(count):
+            p = (head + k) % cap
+            new_ts[s, k] = ts[s, p]
+            for f in range(n_fields):
+                new_vals[s, f, k] = vals[s, f, p]
+                new_front[s, f, k, :] = front[s, f, p, :]
 
 
 @njit(cache=True)
