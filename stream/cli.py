@@ -71,6 +71,8 @@ def _run(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     summary = stats.summary()
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+    if args.latencies:
+        Path(args.latencies).write_bytes(stats.latencies_ms.tobytes())
     print(json.dumps(summary), flush=True)
     return EXIT_OK
 
@@ -143,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-events", type=int, help="stop after this many input events")
     run.add_argument("--idle-exit-seconds", type=float, help="stop after this long without input")
     run.add_argument("--summary-json", help="also write the run summary to this file")
+    run.add_argument("--latencies", help="write each prediction's end-to-end latency to this file "
+                                         "(float64 ms, native byte order, in acknowledgement order)")
     run.set_defaults(func=_run)
 
     train = sub.add_parser("train", help="train a model on features computed by the service's own code")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +23,12 @@ logger = logging.getLogger(__name__)
 
 # Progress is reported at most this often.
 PROGRESS_EVERY_S = 2.0
+# How long to wait for the producer to connect and, when idempotent, to get its
+# producer id, before the clock starts.
+READY_TIMEOUT_S = 10.0
+# Statistics interval used to see the idempotent producer's state (librdkafka
+# has no other way to tell when its producer id is assigned).
+READY_STATS_MS = 20
 # What --bad-every sends instead of an event: no wire format decodes it.
 BAD_VALUE = b"\xffnot an Avro record"
 
@@ -52,7 +60,7 @@ def produce_events(
     With ``bad_every`` N > 0, every Nth value is replaced by bytes that are not
     Avro, to show and test dead-lettering.
     """
-    producer = Producer({**PRODUCER_DEFAULTS, **settings})
+    producer = _ready_producer(topic, {**PRODUCER_DEFAULTS, **settings})
     failures: list[str] = []
     positions: list[tuple[int, int]] = []
 
@@ -63,10 +71,6 @@ def produce_events(
             positions[index] = (msg.partition(), msg.offset())
 
     say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
-    # Connect and learn the topic's partitions first: live event times are the
-    # wall clock at generation, and the first events should not carry the
-    # producer's own start-up as latency.
-    producer.list_topics(topic, timeout=10.0)
     started = time.monotonic()
     next_report = started + PROGRESS_EVERY_S
     n = 0
@@ -104,3 +108,32 @@ def produce_events(
         )
     say(f"simulate: produced {n} events to {topic} in {seconds:.1f}s")
     return SimulationResult(produced=n, seconds=seconds, positions=positions if keep_positions else None)
+
+
+def _ready_producer(topic: str, settings: dict[str, Any]) -> Producer:
+    """A producer that is connected, knows ``topic``'s partitions and, if idempotent, has its producer id.
+
+    Live event times are the wall clock at generation, so the first events
+    should not carry the producer's own start-up as latency: an idempotent
+    producer holds every message until the broker assigns it a producer id,
+    which took from 10 to 500 ms on a local broker.
+    """
+    ready = threading.Event()
+    idempotent = str(settings.get("enable.idempotence", False)).lower() == "true"
+
+    def on_stats(raw: str) -> None:
+        if not ready.is_set() and json.loads(raw).get("eos", {}).get("idemp_state") == "Assigned":
+            ready.set()
+
+    if idempotent and "stats_cb" not in settings:
+        settings = {**settings, "statistics.interval.ms": READY_STATS_MS, "stats_cb": on_stats}
+    else:
+        ready.set()
+    producer = Producer(settings)
+    producer.list_topics(topic, timeout=READY_TIMEOUT_S)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not ready.is_set() and time.monotonic() < deadline:
+        producer.poll(0.01)
+    if not ready.is_set():
+        logger.warning("no producer id after %.0fs; starting anyway", READY_TIMEOUT_S)
+    return producer
