@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean drift-report bench-drift-cost bench
+.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean drift-report bench-drift-cost bench chaos
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
@@ -20,7 +20,7 @@ test-unit: $(STAMP)  ## pure-logic tests, no broker
 	$(BIN)/python -m pytest tests/unit
 
 lint: $(STAMP)  ## static checks (pyflakes, bugbear, pyupgrade, import order)
-	$(BIN)/ruff check stream features models schemas tests
+	$(BIN)/ruff check stream features models schemas tests bench
 
 bench: $(STAMP)  ## throughput and latency against a per-event loop and a consume+decode ceiling
 	scripts/local-kafka with $(BIN)/python bench/throughput.py
@@ -30,6 +30,9 @@ drift-report: $(STAMP)  ## detection delay and false alarms per detector: bench/
 
 bench-drift-cost: $(STAMP)  ## throughput with default drift monitoring vs without, as a ratio
 	scripts/local-kafka with $(BIN)/python bench/drift_cost.py
+
+chaos: $(STAMP)  ## scorer kills and broker restarts in both delivery modes: bench/results/chaos.json
+	scripts/local-kafka with $(BIN)/python bench/chaos.py
 
 venv: $(STAMP)
 

@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["AGG_CODES", "WindowState", "update_windows"]
+__all__ = ["AGG_CODES", "WindowState", "reserve", "update_windows"]
 
 # Aggregate name -> code the kernel switches on.
 AGG_CODES = {"mean": 0, "std": 1, "min": 2, "max": 3, "sum": 4, "count": 5, "last": 6, "delta": 7, "ewma": 8}
@@ -84,6 +84,16 @@ class WindowState:
         return int(self.pos[slot, 1])
 
 
+def reserve(state: WindowState, slots: np.ndarray, size: int) -> None:
+    """Grow ``state`` so that a batch of ``slots`` fits; after this the kernel allocates nothing and cannot fail."""
+    state.grow_slots(int(slots.max()) + 1 if len(slots) else 0)
+    if size > 0:
+        state.grow_capacity(size + 1)
+    else:
+        per_key = np.bincount(slots, minlength=state.slots)
+        state.grow_capacity(int(np.max(state.pos[:, 1] + per_key[: state.slots])) + 1)
+
+
 def update_windows(
     state: WindowState, slots: np.ndarray, times: np.ndarray, values: np.ndarray, size: int, span_ms: float,
     keep: float, aggs: np.ndarray, out: np.ndarray, col0: int, stride: int,
@@ -92,11 +102,7 @@ def update_windows(
 
     ``size`` > 0 makes a count window; otherwise ``span_ms`` is a time window's span.
     """
-    if size > 0:
-        state.grow_capacity(size + 1)
-    else:
-        per_key = np.bincount(slots, minlength=state.slots)
-        state.grow_capacity(int(np.max(state.pos[:, 1] + per_key[: state.slots])) + 1)
+    reserve(state, slots, size)
     _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride,
             state.vals, state.times, state.front, state.back, state.shift, state.pos, state.capacity)
 

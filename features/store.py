@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from features.exceptions import FeatureValueError
-from features.kernel import AGG_CODES, WindowState, update_windows
+from features.kernel import AGG_CODES, WindowState, reserve, update_windows
 from features.spec import FeatureSpec
 
 __all__ = ["FeatureStore", "check_values"]
@@ -77,7 +77,8 @@ class FeatureStore:
     def update_arrays(self, keys: Sequence[str], times: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``update_many`` for a batch already in arrays: ``values`` is ``(n, fields)`` float64.
 
-        A non-finite value raises FeatureValueError before any state changes.
+        Nothing changes when it raises: a non-finite value raises
+        FeatureValueError, and state grows for every window before any is updated.
         """
         n = len(keys)
         out = np.empty((n, self.spec.n_features), dtype=np.float64)
@@ -95,8 +96,11 @@ class FeatureStore:
             slots[i] = slot
         times = np.ascontiguousarray(times, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float64)
+        # Every window is grown before any is updated: if growing fails (memory),
+        # no state has changed and the caller may retry the events one by one.
+        for state, size, *_ in self._windows:
+            reserve(state, slots, size)
         for state, size, span_ms, keep, aggs, col0 in self._windows:
-            state.grow_slots(len(table))
             update_windows(state, slots, times, values, size, span_ms, keep, aggs, out, col0, self._stride)
         return out
 

@@ -8,11 +8,13 @@ configuration, model artifact or command line at start-up.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,12 +63,26 @@ def _run(args: argparse.Namespace, config: ServiceConfig | None) -> int:
         raise ConfigError("kafka.input_topics is empty: name the topics to score")
     service = build_service(config)
 
+    timeout_s = config.processing.shutdown_timeout_s
+
+    def give_up() -> None:
+        logger.error("not stopped within processing.shutdown_timeout_s (%.0fs): exiting; "
+                     "the uncommitted batch is scored again by the next owner", timeout_s)
+        os._exit(EXIT_FATAL)
+
     def on_signal(signum: int, _frame: Any) -> None:
-        logger.info("%s: finishing the current batch, then stopping", signal.Signals(signum).name)
+        logger.info("%s: finishing the current batch, then stopping (at most %.0fs)",
+                    signal.Signals(signum).name, timeout_s)
+        if not service.stopping:
+            watchdog = threading.Timer(timeout_s, give_up)
+            watchdog.daemon = True
+            watchdog.start()
         service.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: where is a stuck process?
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stats = service.run(max_events=args.max_events, idle_exit_seconds=args.idle_exit_seconds)
     summary = stats.summary()
     if args.summary_json:

@@ -25,6 +25,7 @@ from stream.exceptions import (
     MalformedRecordError,
     SchemaMismatchError,
     SchemaRegistryUnavailableError,
+    SchemaUnavailableError,
     UnknownSchemaError,
 )
 
@@ -112,7 +113,11 @@ class AvroCodec:
         wire_format: str = "raw",
         writer_schema: Mapping[str, Any] | None = None,
         schema_source: SchemaSource | None = None,
+        dead_letter_unavailable: bool = False,
     ) -> None:
+        """``dead_letter_unavailable``: an unreachable registry makes the record a
+        SchemaUnavailableError (dead-lettered) instead of raising
+        SchemaRegistryUnavailableError for the whole batch."""
         if wire_format not in ("raw", "confluent"):
             raise ConfigError(f"unknown wire format {wire_format!r}")
         if wire_format == "confluent" and schema_source is None:
@@ -122,6 +127,7 @@ class AvroCodec:
         # the writer schema of raw bodies (the reader schema unless configured)
         self.raw_writer = plain_schema(writer_schema) if writer_schema is not None else self.reader
         self._source = schema_source
+        self._dead_letter_unavailable = dead_letter_unavailable
         self._writers: dict[int, dict[str, Any]] = {}  # schema id -> parsed writer schema
 
     def decode(self, value: bytes | None) -> dict[str, Any]:
@@ -162,7 +168,12 @@ class AvroCodec:
 
     def _fetch_writer(self, schema_id: int) -> dict[str, Any]:
         assert self._source is not None
-        text = self._source.schema_text(schema_id)
+        try:
+            text = self._source.schema_text(schema_id)
+        except SchemaRegistryUnavailableError as exc:
+            if self._dead_letter_unavailable:
+                raise SchemaUnavailableError(f"writer schema id {schema_id} unavailable: {exc}") from exc
+            raise
         try:
             writer = plain_schema(json.loads(text))
         except Exception as exc:  # fastavro raises several types for bad schemas

@@ -17,6 +17,7 @@ import collections.abc
 import dataclasses
 import json
 import math
+import socket
 import tomllib
 import types
 import typing
@@ -49,7 +50,7 @@ __all__ = [
 
 ENV_PREFIX = "STREAMSCORE_"
 # librdkafka and Schema Registry settings whose values never reach a log or repr.
-_SECRET_WORDS = ("password", "secret", "token", "user.info", "key.pem", "private")
+_SECRET_WORDS = ("password", "secret", "token", "user.info", "key.pem", "private", "oauthbearer.config")
 # Upper bound on batch.max_size: far beyond where batching stops paying off,
 # low enough that one batch's outputs fit the producer queue comfortably.
 MAX_BATCH_SIZE = 100_000
@@ -109,6 +110,48 @@ class BatchConfig:
 
     max_size: int = 1000
     max_wait_ms: int = 50
+
+
+GUARANTEES = ("at_least_once", "exactly_once")
+REGISTRY_POLICIES = ("pause", "dead_letter")
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    """Delivery guarantee, and what the service does when things go wrong."""
+
+    # "at_least_once": offsets are committed after the outputs are acknowledged
+    # (a crash repeats outputs, never loses them). "exactly_once": outputs,
+    # dead letters, drift events and input offsets commit in one Kafka
+    # transaction per batch; readers use isolation.level=read_committed.
+    guarantee: str = "at_least_once"
+    # exactly_once: the producer's transactional.id. It must be stable across
+    # restarts of one instance (a restart then aborts what the old process left
+    # open) and unique among instances. Default: "<group_id>-<host name>".
+    transactional_id: str | None = None
+    # After SIGTERM/SIGINT: finish (or abort) the current batch, flush, commit,
+    # and exit 0 within this many seconds; past it the process exits 1 and the
+    # uncommitted batch is scored again by the next owner.
+    shutdown_timeout_s: float = 30.0
+    # When the schema registry stays unreachable after its retries: "pause"
+    # rewinds the batch and retries it later (nothing is dead-lettered for an
+    # outage); "dead_letter" sends the records whose schema is unknown to the
+    # dead-letter topic and goes on.
+    registry_unavailable: str = "pause"
+    # How long "pause" waits before trying the batch again.
+    registry_retry_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Rules that send records to the dead-letter topic instead of the model."""
+
+    # Records (message values) larger than this many bytes are dead-lettered
+    # without decoding; 0 turns the check off.
+    max_record_bytes: int = 1_048_576
+    # Allowed range per numeric field, inclusive: temperature = [-40.0, 150.0].
+    # Values outside it are dead-lettered. Non-finite values always are.
+    ranges: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -203,6 +246,8 @@ class ServiceConfig:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     log_level: str = "INFO"
     source: str = "<defaults>"
 
@@ -221,6 +266,11 @@ class ServiceConfig:
         return read_schema(self.codec.output_schema, "codec.output_schema")
 
     @property
+    def transactional_id(self) -> str:
+        """exactly_once: processing.transactional_id, or "<group_id>-<host name>"."""
+        return self.processing.transactional_id or f"{self.kafka.group_id}-{socket.gethostname()}"
+
+    @property
     def schema_fingerprint(self) -> str:
         return fingerprint(self.reader_schema)
 
@@ -234,6 +284,8 @@ _SECTIONS: dict[str, type] = {
     "simulator": SimulatorConfig,
     "labels": LabelsConfig,
     "metrics": MetricsConfig,
+    "processing": ProcessingConfig,
+    "validation": ValidationConfig,
 }
 # Sections the environment can override ([features] is structural: set it in the file).
 _ENV_SECTIONS = set(_SECTIONS) | {"drift"}
@@ -489,6 +541,37 @@ def _validate(config: ServiceConfig) -> None:
     if not 0 <= config.metrics.port <= 65535:
         raise ConfigError(f"metrics.port must be a TCP port (0 for any free one), got {config.metrics.port}")
     read_schema(config.drift.schema, "drift.schema")
+    _validate_processing(config)
+    _validate_ranges(config.validation, config.features.fields)
+
+
+def _validate_processing(config: ServiceConfig) -> None:
+    processing, kafka = config.processing, config.kafka
+    if processing.guarantee not in GUARANTEES:
+        raise ConfigError(f"processing.guarantee must be one of {list(GUARANTEES)}, got {processing.guarantee!r}")
+    if processing.registry_unavailable not in REGISTRY_POLICIES:
+        raise ConfigError(f"processing.registry_unavailable must be one of {list(REGISTRY_POLICIES)}, "
+                          f"got {processing.registry_unavailable!r}")
+    if processing.shutdown_timeout_s <= 0 or processing.registry_retry_s <= 0:
+        raise ConfigError("processing.shutdown_timeout_s and processing.registry_retry_s must be > 0")
+    if "transactional.id" in kafka.producer:
+        raise ConfigError("kafka.producer.transactional.id is managed by streamscore; "
+                          "set processing.transactional_id (exactly_once only) or remove it")
+    if processing.transactional_id is not None and processing.guarantee != "exactly_once":
+        raise ConfigError("processing.transactional_id is only used with processing.guarantee = 'exactly_once'")
+    if config.validation.max_record_bytes < 0:
+        raise ConfigError(f"validation.max_record_bytes must be >= 0 (0: no limit), "
+                          f"got {config.validation.max_record_bytes}")
+
+
+def _validate_ranges(validation: ValidationConfig, fields: tuple[str, ...]) -> None:
+    for name, bounds in validation.ranges.items():
+        if name not in fields:
+            raise ConfigError(f"validation.ranges.{name}: {name!r} is not a feature field ({list(fields)})")
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                or not bounds[0] <= bounds[1]):
+            raise ConfigError(f"validation.ranges.{name} must be [min, max] with min <= max, got {bounds!r}")
 
 
 def _base_type(avro_type: Any) -> str:

@@ -6,8 +6,11 @@ StreamError
  |    +-- MalformedRecordError     not decodable: not Avro, wrong magic byte, truncated
  |    +-- UnknownSchemaError       the Schema Registry has no schema with the record's id
  |    +-- SchemaMismatchError      the writer schema does not resolve to the reader schema
+ |    +-- SchemaUnavailableError   the registry is unreachable and the policy is to dead-letter
+ |    +-- RecordTooLargeError      the value is over validation.max_record_bytes
  |    +-- InvalidRecordError       decoded, but a key, time or value is missing or invalid
- +-- SchemaRegistryUnavailableError  the registry cannot be reached (fatal: nothing is committed)
+ |         +-- OutOfRangeError     a value is outside its validation.ranges entry
+ +-- SchemaRegistryUnavailableError  the registry cannot be reached (the batch is paused and retried)
  +-- DeliveryError            the broker did not acknowledge an output (fatal: nothing is committed)
  +-- KafkaFatalError          librdkafka reported a fatal error
 """
@@ -22,6 +25,9 @@ __all__ = [
     "UnknownSchemaError",
     "SchemaMismatchError",
     "InvalidRecordError",
+    "OutOfRangeError",
+    "RecordTooLargeError",
+    "SchemaUnavailableError",
     "SchemaRegistryUnavailableError",
     "DeliveryError",
     "KafkaFatalError",
@@ -64,6 +70,22 @@ class InvalidRecordError(RecordError):
     """The record decoded but its key, event time or a feature field is unusable."""
 
     stage = "validate"
+
+
+class OutOfRangeError(InvalidRecordError):
+    """A feature field lies outside its configured range (validation.ranges)."""
+
+
+class RecordTooLargeError(RecordError):
+    """The message value is larger than validation.max_record_bytes."""
+
+    stage = "validate"
+
+
+class SchemaUnavailableError(RecordError):
+    """The record's writer schema could not be fetched (processing.registry_unavailable = "dead_letter")."""
+
+    stage = "decode"
 
 
 class SchemaRegistryUnavailableError(StreamError):

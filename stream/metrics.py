@@ -51,6 +51,8 @@ class ServiceMetrics:
         self.unlabelled = Gauge("streamscore_predictions_unlabelled",
                                 "Predictions that left the label cache without a label", registry=r)
         self.label_cache = Gauge("streamscore_label_cache_size", "Predictions waiting for their label", registry=r)
+        self.transactions_aborted = Counter(
+            "streamscore_transactions_aborted", "Exactly-once batches aborted and read again", registry=r)
 
 
 class BatchHistogram(Collector):

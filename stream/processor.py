@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from stream.columnar import (
     column_for,
 )
 from stream.deadletter import DeadLetter, InputMessage, dead_letter_for
-from stream.exceptions import ConfigError, InvalidRecordError, RecordError
+from stream.exceptions import ConfigError, InvalidRecordError, OutOfRangeError, RecordError, RecordTooLargeError
 from stream.quality import QualityTracker
 
 __all__ = ["Prediction", "Predictions", "BatchResult", "BatchProcessor", "prediction_bindings"]
@@ -79,6 +79,9 @@ class BatchResult:
     label_dead_letters: int = 0  # of the dead letters, how many were label messages
     # (topic, partition) -> next offset to read: last offset in the batch + 1
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # (topic, partition) -> the batch's first offset there: where to rewind to
+    # when the batch is not delivered (an aborted transaction, a paused registry)
+    first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     model_seconds: float = 0.0
 
     @property
@@ -106,7 +109,11 @@ class BatchProcessor:
         time_field: str,
         quality: QualityTracker | None = None,
         labels_topic: str | None = None,
+        max_record_bytes: int = 0,
+        ranges: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
+        """``max_record_bytes`` > 0 dead-letters larger values undecoded; ``ranges``
+        maps feature fields to inclusive [min, max] bounds (validation.ranges)."""
         self.codec = codec
         self.store = store
         self.scorer = scorer
@@ -118,6 +125,8 @@ class BatchProcessor:
         self.model_version = scorer.artifact.version
         self.quality = quality
         self.labels_topic = labels_topic
+        self.max_record_bytes = max_record_bytes
+        self.ranges = {name: (float(lo), float(hi)) for name, (lo, hi) in (ranges or {}).items()}
         self.id_field = quality.id_field if quality is not None and quality.joiner is not None else None
         wanted = [("codec.key_field", key_field, KEY_TYPES), ("codec.time_field", time_field, TIME_TYPES)]
         wanted += [("features.fields", name, VALUE_TYPES) for name in self.fields]
@@ -156,6 +165,7 @@ class BatchProcessor:
         offsets = [m.offset() or 0 for m in messages]
         for tp, offset in zip(zip(topics, partitions), offsets):
             result.next_offsets[tp] = offset + 1  # the last one per partition stays
+            result.first_offsets.setdefault(tp, offset)
         if self.labels_topic is not None and self.labels_topic in topics:
             rows = self._labels(messages, topics, result)
             messages = [messages[i] for i in rows]
@@ -163,8 +173,13 @@ class BatchProcessor:
         result.per_topic = dict(Counter(topics))
         if not messages:
             return result
-        batch = self.decoder.decode([m.value() for m in messages])
+        raw = [m.value() for m in messages]
+        too_large = self._too_large(raw)
+        if too_large:
+            raw = [None if i in too_large else v for i, v in enumerate(raw)]
+        batch = self.decoder.decode(raw)
         keys, bad = self._validate(batch)
+        bad.update(too_large)
         for row in sorted(bad):
             exc = bad[row]
             result.dead_letters.append(dead_letter_for(messages[row], exc, exc.stage))
@@ -175,11 +190,20 @@ class BatchProcessor:
         keys = [keys[i] for i in rows.tolist()] if bad else keys
         times = batch.numbers(self.time_field)[rows]
         values = np.column_stack([batch.numbers(f)[rows].astype(np.float64) for f in self.fields])
-        features = self.store.update_arrays(keys, times, values)
+        features, failed = self._features(keys, times, values)
         started = time.perf_counter()
-        scores = self.scorer.score(features)
+        scores, score_failed = self._score(features, failed)
         result.model_seconds = time.perf_counter() - started
-        topics = [topics[i] for i in rows.tolist()] if bad else topics
+        failed.update(score_failed)
+        if failed:  # isolated per record: those are dead-lettered, the rest go on
+            for i, (stage, exc) in sorted(failed.items()):
+                result.dead_letters.append(dead_letter_for(messages[int(rows[i])], exc, stage))
+            kept = np.setdiff1d(np.arange(len(rows)), np.fromiter(failed, dtype=np.int64, count=len(failed)))
+            rows, times, values, features = rows[kept], times[kept], values[kept], features[kept]
+            keys = [keys[i] for i in kept.tolist()]
+        if scores is None:
+            return result
+        topics = [topics[i] for i in rows.tolist()] if len(rows) < len(messages) else topics
         partitions_a = np.asarray(partitions, dtype=np.int64)[rows]
         offsets_a = np.asarray(offsets, dtype=np.int64)[rows]
         result.predictions = self._encode(keys, times, topics, partitions_a, offsets_a, scores)
@@ -190,6 +214,58 @@ class BatchProcessor:
             where = list(zip(topics, partitions_a.tolist(), offsets_a.tolist()))
             result.drift_events.extend(self.quality.observe(where, ids, times, values, features, scores))
         return result
+
+    def _too_large(self, raw: list[bytes | None]) -> dict[int, RecordError]:
+        limit = self.max_record_bytes
+        if limit <= 0:
+            return {}
+        return {i: RecordTooLargeError(f"value of {len(v):,} bytes is over validation.max_record_bytes ({limit:,})")
+                for i, v in enumerate(raw) if v is not None and len(v) > limit}
+
+    def _features(self, keys: list[str], times: np.ndarray,
+                  values: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[str, Exception]]]:
+        """The batch's features; if the batch call fails, record by record, isolating the ones that fail.
+
+        ``FeatureStore.update_arrays`` changes no state when it raises, so the
+        records are retried one at a time, in arrival order.
+        """
+        try:
+            return self.store.update_arrays(keys, times, values), {}
+        except Exception as exc:  # noqa: BLE001 - isolated per record below, each failure dead-lettered
+            logger.warning("computing features for a batch of %d failed (%s: %s); retrying record by record",
+                           len(keys), type(exc).__name__, exc)
+        features = np.zeros((len(keys), self.store.spec.n_features))
+        failed: dict[int, tuple[str, Exception]] = {}
+        for i, key in enumerate(keys):
+            try:
+                features[i] = self.store.update_arrays([key], times[i:i + 1], values[i:i + 1])[0]
+            except Exception as exc:  # noqa: BLE001 - dead-lettered with its class and message
+                failed[i] = ("features", exc)
+        return features, failed
+
+    def _score(self, features: np.ndarray,
+               skip: Mapping[int, Any]) -> tuple[Scores | None, dict[int, tuple[str, Exception]]]:
+        """Scores of the rows in neither ``skip`` nor the failures returned, in row order.
+
+        If the model call fails, each row alone finds the rows that fail; the
+        survivors are then scored again in one call. None when no row is left.
+        """
+        keep = np.setdiff1d(np.arange(len(features)), np.fromiter(skip, dtype=np.int64, count=len(skip)))
+        if len(keep) == 0:
+            return None, {}
+        try:
+            return self.scorer.score(features[keep]), {}
+        except Exception as exc:  # noqa: BLE001 - isolated per record below, each failure dead-lettered
+            logger.warning("the model call for a batch of %d failed (%s: %s); finding the records that fail",
+                           len(keep), type(exc).__name__, exc)
+        failed: dict[int, tuple[str, Exception]] = {}
+        for i in keep.tolist():
+            try:
+                self.scorer.score(features[i:i + 1])
+            except Exception as exc:  # noqa: BLE001 - dead-lettered with its class and message
+                failed[i] = ("score", exc)
+        survivors = np.setdiff1d(keep, np.fromiter(failed, dtype=np.int64, count=len(failed)))
+        return (self.scorer.score(features[survivors]) if len(survivors) else None), failed
 
     def _labels(self, messages: Sequence[InputMessage], topics: list[str], result: BatchResult) -> list[int]:
         """Join the batch's label messages (before its predictions are cached); the rows of the rest."""
@@ -226,6 +302,12 @@ class BatchProcessor:
                 if i not in bad:
                     value = None if batch.null(name)[i] else float(column[i])
                     bad[i] = InvalidRecordError(f"field {name!r} is {value!r}, not a finite number")
+            if name in self.ranges:
+                lo, hi = self.ranges[name]
+                outside = ~broken & ((column < lo) | (column > hi))
+                for i in np.flatnonzero(outside).tolist():
+                    if i not in bad:
+                        bad[i] = OutOfRangeError(f"field {name!r} is {float(column[i])!r}, outside [{lo}, {hi}]")
         return keys, bad
 
     def _encode(self, keys: list[str], times: np.ndarray, topics: list[str], partitions: np.ndarray,

@@ -1,15 +1,25 @@
 """The scoring service: the run loop that ties source, processor and sink together.
 
-At-least-once: a batch's input offsets are committed only after every
-prediction and dead letter it caused is acknowledged by the broker. A crash
-anywhere before the commit means the batch is read and scored again.
+At-least-once (the default): a batch's input offsets are committed only
+after every prediction and dead letter it caused is acknowledged by the
+broker. A crash anywhere before the commit means the batch is read and
+scored again. Exactly-once: each batch's outputs and input offsets commit in
+one Kafka transaction; an aborted one is rewound and scored again.
+
+Batches are scored on a worker thread. If one takes longer than
+KEEP_ALIVE_AFTER_S, the consumer pauses every partition and keeps polling
+until it is done, so a slow model never outlives max.poll.interval.ms and
+never gets the member evicted from its group.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +32,7 @@ from models.scorer import limit_model_threads
 from stream.admin import admin_settings, ensure_topics
 from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSource
 from stream.config import ServiceConfig, read_schema
-from stream.exceptions import ConfigError
+from stream.exceptions import ConfigError, SchemaRegistryUnavailableError, StreamError
 from stream.health import HealthServer
 from stream.metrics import ServiceMetrics
 from stream.processor import BatchProcessor, BatchResult
@@ -30,6 +40,7 @@ from stream.quality import QualityTracker
 from stream.sink import PredictionSink
 from stream.source import KafkaSource
 from stream.stats import RunStats
+from stream.transactions import TransactionAbortedError, Transactions, TransactionStuckError
 
 __all__ = ["ScoringService", "build_service"]
 
@@ -37,8 +48,11 @@ logger = logging.getLogger(__name__)
 
 # Consumer lag is refreshed at most this often (it asks librdkafka per partition).
 LAG_EVERY_S = 1.0
-# How often the run loop asks the cluster for metadata, for /readyz.
-BROKER_CHECK_EVERY_S = 5.0
+# How often a background thread asks the cluster for metadata, for /readyz.
+BROKER_CHECK_EVERY_S = 2.0
+# A batch still being scored after this long pauses the consumer and polls it
+# until scoring is done (well inside any sensible max.poll.interval.ms).
+KEEP_ALIVE_AFTER_S = 1.0
 
 
 class ScoringService:
@@ -54,6 +68,7 @@ class ScoringService:
         metrics: ServiceMetrics,
         drift_encoder: AvroEncoder | None = None,
         health: HealthServer | None = None,
+        transactions: Transactions | None = None,
     ) -> None:
         self.config = config
         self.processor = processor
@@ -63,12 +78,17 @@ class ScoringService:
         self.metrics = metrics
         self.drift_encoder = drift_encoder
         self.health = health
+        self.transactions = transactions  # exactly-once mode when set
         self.thread_limits: object | None = None
         self._stopping = False
+        self._stopped = threading.Event()
         self._lag_updated = 0.0
-        # Refreshed by the run loop, so that /readyz answers at once from any thread.
+        # Refreshed by a background thread, so that /readyz answers at once and
+        # stays true to the broker while the loop waits on it.
         self._broker_ok = False
-        self._broker_checked = 0.0
+        self._registry_ok = True
+        self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+        self._abandoned: list[PredictionSink] = []  # producers replaced after a stuck transactional call
         self._seen_joined = 0
         self._seen_unmatched = 0
         self._in_flight: BatchResult | None = None  # produced, not yet acknowledged and committed
@@ -79,7 +99,13 @@ class ScoringService:
             "model_loaded": self.processor.scorer is not None,
             "partitions_assigned": bool(self.source.assigned),
             "broker_reachable": self._broker_ok,
+            "schema_registry_reachable": self._registry_ok,
         }
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called."""
+        return self._stopping
 
     def stop(self) -> None:
         """Ask the loop to stop after the current batch (safe from a signal handler)."""
@@ -105,6 +131,10 @@ class ScoringService:
         )
         if self.health is not None:
             self.health.start()
+        watcher = threading.Thread(target=self._watch_broker, name="broker-check", daemon=True)
+        watcher.start()
+        if self.transactions is not None:
+            self.transactions.init()
         # Start-up leaves millions of long-lived objects (model, compiled kernels,
         # libraries); a full cyclic collection over them stalled the loop for
         # ~120 ms every few seconds. Frozen, they are never scanned again.
@@ -121,20 +151,32 @@ class ScoringService:
                 # With a batch in flight, take what is already here rather than wait for more.
                 messages = self.source.poll_batch(size, 0.0 if self._in_flight is not None else wait_s)
                 self._update_lag()
-                self._check_broker()
                 result = self._process(messages) if messages else None
-                self._complete_in_flight()
                 if result is None:
+                    self._complete_in_flight()
+                    if messages:
+                        continue  # not scored this time: rewound, read again
                     if idle_exit_seconds is not None and time.monotonic() - last_message >= idle_exit_seconds:
                         logger.info("no input for %.1fs: stopping", idle_exit_seconds)
                         break
                     continue
                 last_message = time.monotonic()
-                self._produce(result)
+                if self.transactions is not None:
+                    self._commit_transaction(result)
+                else:
+                    self._complete_in_flight()
+                    self._produce(result)
             self._complete_in_flight()
             self.source.commit_pending()
         finally:
+            if self.transactions is not None:
+                try:
+                    self.transactions.abort()  # only if one is still open: an error left it
+                except StreamError as exc:
+                    logger.error("could not abort the open transaction (it times out on the broker): %s", exc)
+            self._stopped.set()
             self.source.before_revoke = None
+            self._scoring.shutdown(wait=False, cancel_futures=True)
             self.sink.close()
             self.source.close()
             if self.health is not None:
@@ -142,21 +184,71 @@ class ScoringService:
         logger.info("stopped: %s", self.stats.summary())
         return self.stats
 
-    def _process(self, messages: list) -> BatchResult:
-        result = self.processor.process(messages)
-        self.stats.record_batch(result.consumed, result.model_seconds)
+    def _process(self, messages: list) -> BatchResult | None:
+        """Score a batch on the worker thread; None when it must be read again (registry away, partition moved)."""
+        future = self._scoring.submit(self.processor.process, messages)
+        try:
+            result = self._wait_keeping_alive(future)
+        except SchemaRegistryUnavailableError as exc:
+            # Decoding stopped before any state changed: read the batch again later.
+            self._registry_ok = False
+            first = _first_offsets(messages)
+            logger.warning("%s; pausing for %.0fs, then reading %d events again",
+                           exc, self.config.processing.registry_retry_s, len(messages))
+            self._complete_in_flight()
+            self.source.rewind(first)
+            self._pause_for(self.config.processing.registry_retry_s)
+            return None
+        self._registry_ok = True
+        moved = set(result.next_offsets) - self.source.assigned
+        if moved:
+            # Revoked while being scored: the new owner scores those events from
+            # the last commit; producing them here could repeat them.
+            logger.warning("partitions %s were revoked while their batch was scored: dropping it, "
+                           "reading the rest again", sorted(moved))
+            self._complete_in_flight()
+            self.source.rewind({tp: o for tp, o in result.first_offsets.items() if tp not in moved})
+            return None
         return result
 
-    def _produce(self, result: BatchResult) -> None:
-        """Hand a batch's outputs to the producer; the batch is in flight until ``_complete_in_flight``."""
+    def _wait_keeping_alive(self, future: Future) -> BatchResult:
+        try:
+            return future.result(timeout=KEEP_ALIVE_AFTER_S)
+        except FutureTimeout:
+            pass
+        logger.info("batch still being scored after %.0fs: pausing the consumer meanwhile", KEEP_ALIVE_AFTER_S)
+        self.source.pause()
+        try:
+            while not future.done():
+                self.source.keep_alive(0.2)
+            return future.result()
+        finally:
+            self.source.resume()
+
+    def _pause_for(self, seconds: float) -> None:
+        """Stay in the group without reading, for ``seconds`` (or until stopped)."""
+        self.source.pause()
+        try:
+            deadline = time.monotonic() + seconds
+            while not self._stopping and time.monotonic() < deadline:
+                self.source.keep_alive(0.2)
+        finally:
+            self.source.resume()
+
+    def _send(self, result: BatchResult) -> None:
+        """Hand a batch's predictions, dead letters and drift events to the producer."""
         kafka = self.config.kafka
         self.sink.send_many(kafka.output_topic, result.predictions.keys, result.predictions.values)
         for d in result.dead_letters:
             self.sink.send(kafka.dead_letter_topic, d.key, d.value, headers=d.headers)
-            self.stats.dead_letters[d.reason] += 1
         if self.drift_encoder is not None:
             for event in result.drift_events:
                 self.sink.send(self.config.drift.topic, event.signal.encode(), self.drift_encoder.encode(event.to_record()))
+
+    def _produce(self, result: BatchResult) -> None:
+        """At-least-once: send; the batch is in flight until ``_complete_in_flight``."""
+        self._send(result)
+        self.stats.record_batch(result.consumed, result.model_seconds)
         self._in_flight = result
 
     def _complete_in_flight(self) -> None:
@@ -167,6 +259,28 @@ class ScoringService:
         self.sink.flush()
         latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
         self.source.commit(result.next_offsets)
+        self._record_metrics(result, latencies)
+
+    def _commit_transaction(self, result: BatchResult) -> None:
+        """Exactly-once: the batch's outputs and input offsets in one transaction; rewound if it aborts."""
+        assert self.transactions is not None
+        self.transactions.begin()
+        self._send(result)
+        try:
+            self.transactions.commit(result.next_offsets, self.source.group_metadata())
+        except TransactionAbortedError as exc:
+            logger.warning("batch of %d not delivered (%s): reading it again", result.consumed, exc)
+            self.metrics.transactions_aborted.inc()
+            self.source.rewind(result.first_offsets)
+            return
+        except TransactionStuckError as exc:
+            logger.error("%s: replacing the producer, then reading the batch of %d again", exc, result.consumed)
+            self.metrics.transactions_aborted.inc()
+            self._replace_producer()
+            self.source.rewind(result.first_offsets)
+            return
+        self.stats.record_batch(result.consumed, result.model_seconds)
+        latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
         self._record_metrics(result, latencies)
 
     def _record_metrics(self, result: BatchResult, latencies_ms: np.ndarray) -> None:
@@ -181,6 +295,7 @@ class ScoringService:
         m.predictions.inc(len(result.predictions))
         for d in result.dead_letters:
             m.dead_letters.labels(d.reason).inc()
+            self.stats.dead_letters[d.reason] += 1
         for event in result.drift_events:
             m.drift_alarms.labels(event.signal, event.detector).inc()
         self.stats.drift_alarms += len(result.drift_events)
@@ -194,11 +309,22 @@ class ScoringService:
             for (version, metric), value in joiner.metric_values().items():
                 m.online_metric.labels(version, metric).set(value)
 
-    def _check_broker(self) -> None:
-        now = time.monotonic()
-        if now - self._broker_checked >= BROKER_CHECK_EVERY_S:
-            self._broker_checked = now
-            self._broker_ok = self.source.broker_reachable(timeout_s=1.0)
+    def _replace_producer(self) -> None:
+        """A new transactional producer with the same id: it fences the old one and aborts its transaction.
+
+        The old producer is kept, unclosed, for the life of the process: a
+        call may still be blocked inside it, and closing it could block too.
+        """
+        self._abandoned.append(self.sink)
+        self.sink = PredictionSink(self.sink.settings)
+        self.transactions = Transactions(self.sink.producer, on_abort=self.sink.discard_failures)
+        self.transactions.init()
+
+    def _watch_broker(self) -> None:
+        topic = self.config.kafka.input_topics[0]
+        while not self._stopped.is_set():
+            self._broker_ok = self.sink.reachable(topic, timeout_s=1.0)
+            self._stopped.wait(BROKER_CHECK_EVERY_S)
 
     def _update_lag(self) -> None:
         now = time.monotonic()
@@ -207,6 +333,13 @@ class ScoringService:
         self._lag_updated = now
         for (topic, partition), lag in self.source.lag().items():
             self.metrics.lag.labels(topic, str(partition)).set(lag)
+
+
+def _first_offsets(messages: list) -> dict[tuple[str, int], int]:
+    first: dict[tuple[str, int], int] = {}
+    for m in messages:
+        first.setdefault((m.topic(), m.partition()), m.offset())
+    return first
 
 
 def build_service(config: ServiceConfig, schema_source: SchemaSource | None = None) -> ScoringService:
@@ -223,6 +356,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         codec_cfg.format,
         writer_schema=config.writer_schema if codec_cfg.format == "raw" else None,
         schema_source=schema_source,
+        dead_letter_unavailable=config.processing.registry_unavailable == "dead_letter",
     )
     output_id = None
     if codec_cfg.format == "confluent":
@@ -245,6 +379,8 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         time_field=codec_cfg.time_field,
         quality=_quality_tracker(config, artifact, schema_source),
         labels_topic=config.labels.topic,
+        max_record_bytes=config.validation.max_record_bytes,
+        ranges=config.validation.ranges,
     )
     processor.warm_up()
     base = {"bootstrap.servers": kafka.bootstrap_servers}
@@ -256,10 +392,15 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     stats = RunStats()
     metrics = ServiceMetrics()
     metrics.model.info({"name": artifact.name, "version": artifact.version, "sha256": artifact.manifest["sha256"]})
-    sink = PredictionSink({**base, **kafka.producer})
+    exactly_once = config.processing.guarantee == "exactly_once"
+    producer = {**base, **kafka.producer}
+    if exactly_once:
+        producer["transactional.id"] = config.transactional_id
+    sink = PredictionSink(producer)
+    transactions = Transactions(sink.producer, on_abort=sink.discard_failures) if exactly_once else None
     topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
     source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, topics_in)
-    service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder)
+    service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder, transactions=transactions)
     service.thread_limits = thread_limits  # the limits hold while this handle lives
     if config.metrics.enabled:
         try:

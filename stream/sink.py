@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream.config import redact
 from stream.exceptions import DeliveryError, KafkaFatalError
@@ -31,8 +31,12 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 # batch when flush() finds nothing left in flight, which spares a Python
 # callback per output.
 SINK_DEFAULTS: dict[str, Any] = {**PRODUCER_DEFAULTS, "delivery.report.only.error": True}
-# How long flush() waits for acknowledgements before the batch is failed.
-FLUSH_TIMEOUT_S = 60.0
+# librdkafka's own limit on delivering a message (retries included), when the
+# settings do not set message.timeout.ms. flush() waits that long, plus a
+# margin: an output is either acknowledged or reported failed by then, so a
+# broker that is away for a while delays the batch rather than failing it.
+MESSAGE_TIMEOUT_MS = 300_000
+FLUSH_MARGIN_S = 5.0
 
 
 class PredictionSink:
@@ -43,7 +47,30 @@ class PredictionSink:
         self._producer = Producer({**self._settings, "error_cb": self._on_error, "on_delivery": self._on_delivery})
         self._failures: list[str] = []
         self._fatal: KafkaError | None = None
+        self.flush_timeout_s = int(self._settings.get("message.timeout.ms", MESSAGE_TIMEOUT_MS)) / 1000 + FLUSH_MARGIN_S
         logger.debug("producer settings %s", redact(self._settings))
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings this sink was made with (to make another like it)."""
+        return dict(self._settings)
+
+    @property
+    def producer(self) -> Producer:
+        """The confluent-kafka producer (thread-safe), for transactions and metadata requests."""
+        return self._producer
+
+    def reachable(self, topic: str, timeout_s: float) -> bool:
+        """Whether the cluster answers a metadata request for ``topic`` (safe from any thread)."""
+        try:
+            return bool(self._producer.list_topics(topic, timeout=timeout_s).brokers)
+        except KafkaException:
+            return False
+
+    def discard_failures(self) -> list[str]:
+        """Forget the delivery failures seen so far (an aborted transaction takes them back); return them."""
+        failures, self._failures = self._failures, []
+        return failures
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -64,8 +91,10 @@ class PredictionSink:
             except BufferError:
                 self.send(topic, key, value)
 
-    def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+    def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every output sent so far is acknowledged; DeliveryError if one is not."""
+        if timeout_s is None:
+            timeout_s = self.flush_timeout_s
         deadline = time.monotonic() + timeout_s
         while True:
             if self._fatal is not None:

@@ -51,6 +51,7 @@ class KafkaSource:
         # Called first thing at revoke: the service completes its batch in flight there.
         self.before_revoke: Callable[[], None] | None = None
         self._topics = list(topics)
+        self._paused = False
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def poll_batch(self, max_size: int, timeout_s: float) -> list[Message]:
@@ -125,16 +126,39 @@ class KafkaSource:
                 out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
         return out
 
-    def broker_reachable(self, timeout_s: float = 2.0) -> bool:
-        """Whether the cluster answers a metadata request (for /readyz).
+    def group_metadata(self) -> Any:
+        """The consumer group metadata a transaction commits input offsets with."""
+        return self._consumer.consumer_group_metadata()
 
-        Asks for one subscribed topic only: the metadata of a whole cluster
-        with many topics takes long enough to build to delay a batch.
+    def rewind(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Read again from ``offsets`` (partitions no longer assigned are skipped)."""
+        for (topic, partition), offset in offsets.items():
+            if (topic, partition) in self.assigned:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+        logger.info("rewound %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in offsets.items()) or "nothing")
+
+    def pause(self) -> None:
+        """Stop fetching on every assigned partition (``keep_alive`` keeps the membership)."""
+        self._paused = True
+        self._consumer.pause(self._consumer.assignment())
+
+    def keep_alive(self, timeout_s: float) -> None:
+        """Poll while paused: the group sees a live member, and rebalance callbacks run.
+
+        A partition assigned during the pause is not paused yet; a message it
+        delivers here is put back (the partition is rewound to it) and the
+        partition paused.
         """
-        try:
-            return bool(self._consumer.list_topics(self._topics[0], timeout=timeout_s).brokers)
-        except KafkaException:
-            return False
+        msg = self._consumer.poll(timeout_s)
+        if msg is not None and msg.error() is None:
+            self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        self._consumer.pause(self._consumer.assignment())
+
+    def resume(self) -> None:
+        """Fetch again on every assigned partition."""
+        if self._paused:
+            self._paused = False
+            self._consumer.resume(self._consumer.assignment())
 
     def close(self) -> None:
         """Leave the group (the partitions move to other members at once)."""

@@ -40,8 +40,11 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:10]}"
 
 
-def service_config(bootstrap: str, model_dir: Path, input_topic: str, **settings: Any) -> ServiceConfig:
-    """The sensor example pointed at fresh topics and group, with overrides as ``section__key=value``."""
+def service_environ(bootstrap: str, model_dir: Path, input_topic: str, **settings: Any) -> dict[str, str]:
+    """STREAMSCORE_* variables pointing the sensor example at fresh topics and group, plus ``section__key`` overrides.
+
+    For a scorer in a child process: ``{**os.environ, **service_environ(...)}``.
+    """
     environ = {
         "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "STREAMSCORE_KAFKA__INPUT_TOPICS": json.dumps([input_topic]),
@@ -54,7 +57,12 @@ def service_config(bootstrap: str, model_dir: Path, input_topic: str, **settings
         "STREAMSCORE_METRICS__HOST": "127.0.0.1",
     }
     environ.update({f"STREAMSCORE_{k.upper()}": _toml(v) for k, v in settings.items()})
-    return load_config(SENSOR_CONFIG, environ)
+    return environ
+
+
+def service_config(bootstrap: str, model_dir: Path, input_topic: str, **settings: Any) -> ServiceConfig:
+    """The sensor example pointed at fresh topics and group, with overrides as ``section__key=value``."""
+    return load_config(SENSOR_CONFIG, service_environ(bootstrap, model_dir, input_topic, **settings))
 
 
 def produce(bootstrap: str, topic: str, records: list[dict[str, Any]], partitions: int = 8,
@@ -111,6 +119,8 @@ class SchemaRegistryStub:
     def __init__(self) -> None:
         self.schemas: dict[int, str] = {}
         self.ids: dict[tuple[str, str], int] = {}
+        self.available = True  # False: every request answers 503, as a registry that is down behind a proxy
+        self.refused = 0  # requests answered 503
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -126,6 +136,10 @@ class SchemaRegistryStub:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:  # noqa: N802
+                if not stub.available:
+                    stub.refused += 1
+                    self._send(503, {"error_code": 50301, "message": "unavailable"})
+                    return
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if len(parts) == 3 and parts[:2] == ["schemas", "ids"] and int(parts[2]) in stub.schemas:
                     self._send(200, {"schema": stub.schemas[int(parts[2])]})

@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     produce,
     read_topic,
     service_config,
+    service_environ,
     unique,
 )
 
@@ -132,17 +133,7 @@ def test_cli_stops_on_sigterm_after_committing_what_it_produced(kafka_bootstrap:
     feeder = threading.Thread(target=produce, args=(kafka_bootstrap, topic, events[1000:], 2), kwargs={"rate": 3000.0})
     feeder.start()
     config = service_config(kafka_bootstrap, small_model.path, topic, batch__max_size=50)
-    env = {
-        **os.environ,
-        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "STREAMSCORE_KAFKA__INPUT_TOPICS": f'["{topic}"]',
-        "STREAMSCORE_KAFKA__OUTPUT_TOPIC": config.kafka.output_topic,
-        "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": config.kafka.dead_letter_topic,
-        "STREAMSCORE_KAFKA__GROUP_ID": config.kafka.group_id,
-        "STREAMSCORE_MODEL__PATH": str(small_model.path),
-        "STREAMSCORE_BATCH__MAX_SIZE": "50",
-        "STREAMSCORE_METRICS__PORT": "0",
-    }
+    env = {**os.environ, **service_environ(kafka_bootstrap, small_model.path, topic, batch__max_size=50)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "stream.cli", "run", "--config", str(ROOT / "examples" / "sensor.toml")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,

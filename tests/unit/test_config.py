@@ -128,3 +128,25 @@ def test_nested_tables_name_the_unknown_key(tmp_path: Path, old: str, new: str, 
     path.write_text(text.replace(old, new, 1))
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         load_config(path, {})
+
+
+def test_the_secure_example_loads_and_keeps_its_secrets_out_of_logs(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from stream.sink import PredictionSink
+
+    environ = {"STREAMSCORE_KAFKA__CONSUMER__SASL_PASSWORD": "hunter2",
+               "STREAMSCORE_KAFKA__PRODUCER__SASL_PASSWORD": "hunter2",
+               "STREAMSCORE_CODEC__SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO": "svc:s3cret"}
+    config = load_config(ROOT / "examples" / "secure.toml", environ)
+    assert config.kafka.producer["security.protocol"] == "SASL_SSL"
+    assert config.kafka.producer["sasl.password"] == "hunter2"
+    assert config.codec.schema_registry["basic.auth.user.info"] == "svc:s3cret"
+    assert config.processing.guarantee == "exactly_once"
+    assert "hunter2" not in repr(config) and "s3cret" not in repr(config)
+    caplog.set_level(logging.DEBUG, logger="stream")
+    sink = PredictionSink({"bootstrap.servers": "127.0.0.1:1", **config.kafka.producer,
+                           "security.protocol": "SASL_PLAINTEXT"})
+    assert "sasl.password" in caplog.text, "the producer settings were logged"
+    assert "hunter2" not in caplog.text
+    del sink

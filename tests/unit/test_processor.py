@@ -151,3 +151,104 @@ def test_labels_can_name_events_by_a_configured_id_field(small_config: ServiceCo
     label = AvroEncoder(load_schema("label")).encode({"id": str(records[3]["ts"]), "label": "0", "label_time": 0})
     proc.process([FakeMessage(label, 0, _topic="labels")])
     assert (joiner.joined, joiner.unmatched) == (1, 0)
+
+
+def _scored_offsets(result) -> list[int]:
+    return [AvroCodec(OUT).decode(p.value)["source_offset"] for p in result.predictions]
+
+
+def test_oversized_and_out_of_range_records_are_dead_lettered(small_config: ServiceConfig,
+                                                              small_model: ModelArtifact) -> None:
+    enc = AvroEncoder(SCHEMA)
+    good = [r for r, _ in sensor_events(4, 2, seed=3)]
+    values = [enc.encode(good[0]), enc.encode({**good[1], "temperature": 900.0}),
+              enc.encode(good[2]) + b"\0" * 200, enc.encode(good[3])]
+    processor = BatchProcessor(AvroCodec(SCHEMA), FeatureStore(small_config.features), BatchScorer(small_model),
+                               AvroEncoder(OUT), "sensor_id", "ts", max_record_bytes=100,
+                               ranges={"temperature": [-40.0, 150.0]})
+    result = processor.process([FakeMessage(v, 20 + i) for i, v in enumerate(values)])
+    assert _scored_offsets(result) == [20, 23]
+    by_offset = {int(dict(d.headers)[HEADER_PREFIX + "offset"]): dict(d.headers) for d in result.dead_letters}
+    assert by_offset[21][HEADER_PREFIX + "exception"] == b"OutOfRangeError"
+    assert b"900.0" in by_offset[21][HEADER_PREFIX + "message"] and b"[-40.0, 150.0]" in by_offset[21][HEADER_PREFIX + "message"]
+    assert by_offset[22][HEADER_PREFIX + "exception"] == b"RecordTooLargeError"
+    assert by_offset[22][HEADER_PREFIX + "stage"] == b"validate"
+
+
+class FailingStore(FeatureStore):
+    """A feature store that fails, before changing any state, on events of one key."""
+
+    def __init__(self, spec, bad_key: str) -> None:
+        super().__init__(spec)
+        self.bad_key = bad_key
+
+    def update_arrays(self, keys, times, values):
+        if self.bad_key in keys:
+            raise ArithmeticError(f"cannot compute features for {self.bad_key}")
+        return super().update_arrays(keys, times, values)
+
+
+class FailingScorer(BatchScorer):
+    """A scorer whose model call fails on any batch holding a row with this temperature."""
+
+    def __init__(self, artifact: ModelArtifact, column: int, value: float) -> None:
+        super().__init__(artifact)
+        self.column, self.value = column, value
+
+    def score(self, features):
+        if np.any(features[:, self.column] == self.value):
+            raise RuntimeError("model failed on a row")
+        return super().score(features)
+
+
+def test_a_record_failing_features_or_scoring_is_isolated_and_the_rest_scored(
+        small_config: ServiceConfig, small_model: ModelArtifact) -> None:
+    enc = AvroEncoder(SCHEMA)
+    records = [r for r, _ in sensor_events(60, 6, seed=4)]
+    bad_key = records[7]["sensor_id"]
+    poison = 1234.5  # the model fails on rows whose last temperature is this
+    records[30] = {**records[30], "temperature": poison}
+    spec = small_config.features
+    last_temperature = spec.feature_names.index(next(n for n in spec.feature_names if n.startswith("temperature")
+                                                     and n.endswith("last")))
+    processor = BatchProcessor(AvroCodec(SCHEMA), FailingStore(spec, bad_key),
+                               FailingScorer(small_model, last_temperature, poison), AvroEncoder(OUT),
+                               "sensor_id", "ts")
+    result = processor.process([FakeMessage(enc.encode(r), i) for i, r in enumerate(records)])
+
+    failed_features = [i for i, r in enumerate(records) if r["sensor_id"] == bad_key]
+    reasons = {int(dict(d.headers)[HEADER_PREFIX + "offset"]): (d.reason, dict(d.headers)[HEADER_PREFIX + "stage"])
+               for d in result.dead_letters}
+    assert reasons == {**{i: ("ArithmeticError", b"features") for i in failed_features}, 30: ("RuntimeError", b"score")}
+    assert _scored_offsets(result) == [i for i in range(60) if i not in reasons]
+    # the survivors' scores are those of the same events without the failing ones
+    kept = [r for i, r in enumerate(records) if r["sensor_id"] != bad_key]
+    offline = BatchScorer(small_model).score(compute_features(spec, kept, "sensor_id", "ts")).score
+    expected = [s for r, s in zip(kept, offline) if r is not records[30]]
+    assert np.array_equal([AvroCodec(OUT).decode(p.value)["score"] for p in result.predictions], expected)
+
+
+def test_a_null_or_missing_key_or_event_time_is_dead_lettered(small_config: ServiceConfig,
+                                                              small_model: ModelArtifact) -> None:
+    nullable = {**SCHEMA, "fields": [
+        {**f, "type": ["null", f["type"]], "default": None} if f["name"] in ("sensor_id", "ts") else f
+        for f in SCHEMA["fields"]]}
+    # an older producer whose records have no key field at all
+    keyless = {**SCHEMA, "fields": [f for f in SCHEMA["fields"] if f["name"] != "sensor_id"]}
+    good = [r for r, _ in sensor_events(3, 2, seed=5)]
+    enc = AvroEncoder(nullable)
+    values = [enc.encode(good[0]), enc.encode({**good[1], "sensor_id": None}), enc.encode({**good[1], "ts": None}),
+              enc.encode(good[2])]
+    processor = BatchProcessor(AvroCodec(nullable), FeatureStore(small_config.features), BatchScorer(small_model),
+                               AvroEncoder(OUT), "sensor_id", "ts")
+    result = processor.process([FakeMessage(v, i) for i, v in enumerate(values)])
+    assert _scored_offsets(result) == [0, 3]
+    messages = [dict(d.headers)[HEADER_PREFIX + "message"].decode() for d in result.dead_letters]
+    assert [d.reason for d in result.dead_letters] == ["InvalidRecordError", "InvalidRecordError"]
+    assert "key field 'sensor_id' is missing" in messages[0] and "time field 'ts' is None" in messages[1]
+
+    old = {k: v for k, v in good[0].items() if k != "sensor_id"}
+    processor = BatchProcessor(AvroCodec(nullable, writer_schema=keyless), FeatureStore(small_config.features),
+                               BatchScorer(small_model), AvroEncoder(OUT), "sensor_id", "ts")
+    result = processor.process([FakeMessage(AvroEncoder(keyless).encode(old), 7)])
+    assert len(result.predictions) == 0 and [d.reason for d in result.dead_letters] == ["InvalidRecordError"]

@@ -1,0 +1,213 @@
+"""Faults on a real broker: scorer kills, broker restarts, slow models, shutdown, an absent registry.
+
+The kill and broker scenarios are bench/chaos.py's (`make chaos` runs them
+too and writes bench/results/chaos.json).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from bench.chaos import broker_scenario, kill_scenario
+from models import BatchScorer, ModelArtifact
+from schemas import load_schema
+from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource
+from stream.deadletter import HEADER_PREFIX
+from stream.generators import sensor_events
+from stream.service import build_service
+from tests.integration.helpers import (
+    ROOT,
+    SchemaRegistryStub,
+    produce,
+    read_topic,
+    service_config,
+    service_environ,
+    unique,
+)
+
+pytestmark = pytest.mark.integration
+
+PREDICTION = AvroCodec(load_schema("prediction"))
+
+
+def _sources(records, codec: AvroCodec = PREDICTION) -> Counter:
+    """How many predictions each source (partition, offset) has."""
+    return Counter((p["source_partition"], p["source_offset"]) for p in (codec.decode(r.value) for r in records))
+
+
+def test_at_least_once_loses_nothing_when_the_scorer_is_killed(
+        kafka_bootstrap: str, small_model: ModelArtifact, record_property) -> None:
+    outcome = kill_scenario(kafka_bootstrap, "at_least_once", small_model.path, events=100_000, kills=5)
+    record_property("duplicates", outcome.duplicates)
+    print(f"at-least-once, 5 kills: {outcome.duplicates} duplicates of {outcome.inputs} inputs")
+    assert outcome.scorer_kills == 5
+    assert all(0 < n < outcome.inputs for n in outcome.outputs_at_kills), "every kill lands mid-stream"
+    assert outcome.lost == 0 and outcome.outputs >= outcome.inputs
+    assert outcome.outputs == outcome.inputs + outcome.duplicates - outcome.dead_letters
+    assert outcome.order_held
+
+
+def test_exactly_once_gives_one_prediction_per_input_across_scorer_kills(
+        kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    outcome = kill_scenario(kafka_bootstrap, "exactly_once", small_model.path, events=100_000, kills=5)
+    assert outcome.scorer_kills == 5
+    assert all(0 < n < outcome.inputs for n in outcome.outputs_at_kills), "every kill lands mid-stream"
+    assert (outcome.lost, outcome.duplicates, outcome.dead_letters) == (0, 0, 0)
+    assert outcome.outputs == outcome.inputs == 100_000
+    assert outcome.order_held
+
+
+@pytest.mark.parametrize("mode", ["at_least_once", "exactly_once"])
+def test_the_scorer_rides_out_a_broker_restart(small_model: ModelArtifact, mode: str) -> None:
+    outcome = broker_scenario(mode, small_model.path, events=30_000)
+    assert outcome.broker_restarts == 1
+    assert outcome.not_ready_seen, "/readyz answered ready while the broker was away"
+    assert outcome.lost == 0 and outcome.order_held
+    if mode == "exactly_once":
+        assert outcome.duplicates == 0 and outcome.outputs == outcome.inputs
+
+
+class SlowScorer(BatchScorer):
+    """Blocks once, on its second model call, for longer than max.poll.interval.ms."""
+
+    def __init__(self, artifact: ModelArtifact, seconds: float) -> None:
+        super().__init__(artifact)
+        self.seconds = seconds
+        self.calls = 0
+
+    def score(self, features):
+        self.calls += 1
+        if self.calls == 2:
+            time.sleep(self.seconds)
+        return super().score(features)
+
+
+def test_a_model_call_longer_than_max_poll_interval_does_not_evict_the_consumer(
+        kafka_bootstrap: str, small_model: ModelArtifact, caplog: pytest.LogCaptureFixture) -> None:
+    topic = unique("slow")
+    events = [r for r, _ in sensor_events(3000, 30, seed=12)]
+    positions = produce(kafka_bootstrap, topic, events, partitions=4)
+    config = service_config(kafka_bootstrap, small_model.path, topic, batch__max_size=500,
+                            kafka__consumer__session_timeout_ms=6000,
+                            kafka__consumer__max_poll_interval_ms=6000)
+    service = build_service(config)
+    service.processor.scorer = SlowScorer(small_model, seconds=9.0)  # 1.5x max.poll.interval.ms
+    caplog.set_level(logging.INFO, logger="stream")
+    started = time.monotonic()
+    stats = service.run(max_events=3000, idle_exit_seconds=20)
+    assert time.monotonic() - started > 9.0 and service.processor.scorer.calls >= 2
+
+    assert stats.consumed == 3000 and stats.predictions == 3000
+    # evicted, the member would lose its partitions and be assigned them again
+    # (a revoke at the end is the consumer closing)
+    assert "lost " not in caplog.text, "the member left its group"
+    assert sum(r.getMessage().startswith("assigned") for r in caplog.records) == 1
+    sources = _sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=3000))
+    assert set(sources) == set(positions) and max(sources.values()) == 1
+    assert "pausing the consumer meanwhile" in caplog.text
+
+
+def test_sigterm_in_exactly_once_mode_commits_the_batch_and_exits_0_in_time(
+        kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    topic = unique("sigterm-eos")
+    events = [r for r, _ in sensor_events(20_000, 20, seed=13)]
+    positions = produce(kafka_bootstrap, topic, events[:2000], partitions=2)
+    feeder = threading.Thread(target=produce, args=(kafka_bootstrap, topic, events[2000:], 2), kwargs={"rate": 3000.0})
+    feeder.start()
+    timeout_s = 20.0
+    settings = {"batch__max_size": 50, "processing__guarantee": "exactly_once",
+                "processing__transactional_id": topic, "processing__shutdown_timeout_s": timeout_s}
+    config = service_config(kafka_bootstrap, small_model.path, topic, **settings)
+    env = {**os.environ, **service_environ(kafka_bootstrap, small_model.path, topic, **settings)}
+    command = [sys.executable, "-m", "stream.cli", "run", "--config", str(ROOT / "examples" / "sensor.toml")]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not read_topic(kafka_bootstrap, config.kafka.output_topic, 1, timeout_s=1,
+                                                         isolation="read_committed"):
+        time.sleep(0.2)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert time.monotonic() - signalled < timeout_s
+    feeder.join()
+
+    first = read_topic(kafka_bootstrap, config.kafka.output_topic, expected=1, timeout_s=10, isolation="read_committed")
+    sources = _sources(first)
+    assert 0 < len(first) < len(events) and max(sources.values()) == 1
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": config.kafka.group_id})
+    committed = {tp.partition: tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in range(2)],
+                                                                      timeout=10)}
+    consumer.close()
+    last = {p: max(o for (pp, o) in sources if pp == p) for p in {p for p, _ in sources}}
+    assert {p: o for p, o in committed.items() if o >= 0} == {p: o + 1 for p, o in last.items()}
+
+    # the next start picks up exactly where the committed offsets are
+    second = subprocess.run(command + ["--idle-exit-seconds", "5"], env=env, capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    everything = _sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=len(events),
+                                     isolation="read_committed"))
+    assert len(everything) == len(events) and max(everything.values()) == 1
+    assert set(positions) <= set(everything)
+
+
+@pytest.mark.parametrize("policy", ["pause", "dead_letter"])
+def test_an_unreachable_schema_registry_pauses_or_dead_letters_by_policy(
+        kafka_bootstrap: str, small_model: ModelArtifact, policy: str) -> None:
+    topic = unique(f"registry-{policy.replace('_', '-')}")
+    with SchemaRegistryStub() as registry:
+        config = service_config(kafka_bootstrap, small_model.path, topic, codec__format="confluent",
+                                codec__schema_registry_url=registry.url, batch__max_size=100,
+                                processing__registry_unavailable=policy, processing__registry_retry_s=1.0)
+        source = RegistrySchemaSource(registry.url)
+        schema = load_schema("sensor_reading")
+        schema_id = source.register(f"{topic}-value", schema)
+        events = [r for r, _ in sensor_events(300, 10, seed=14)]
+        positions = produce(kafka_bootstrap, topic, events, partitions=2,
+                            encoder=AvroEncoder(schema, "confluent", schema_id))
+        service = build_service(config)  # registers its output schema while the registry is up
+        registry.available = False
+        runner = threading.Thread(target=service.run, kwargs={"max_events": 300, "idle_exit_seconds": 30})
+        runner.start()
+        def reacted() -> bool:  # the scorer gave up on the registry: paused, or dead-lettered
+            if policy == "pause":
+                return service.readiness()["schema_registry_reachable"] is False
+            return bool(service.stats.dead_letters)
+
+        deadline = time.monotonic() + 60
+        while not reacted() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert reacted() and registry.refused > 0
+        if policy == "pause":
+            time.sleep(1.5)  # at least one retry of the paused batch
+            assert service.stats.predictions == 0 and not service.stats.dead_letters, "nothing moves while paused"
+        registry.available = True
+        runner.join(timeout=120)
+        assert not runner.is_alive()
+
+        outputs = AvroCodec(load_schema("prediction"), "confluent", schema_source=source)
+        if policy == "pause":
+            assert service.stats.predictions == 300 and not service.stats.dead_letters
+            sources = _sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=300), outputs)
+            assert set(sources) == set(positions) and max(sources.values()) == 1
+        else:
+            dead = read_topic(kafka_bootstrap, config.kafka.dead_letter_topic, expected=1)
+            assert dead and all(r.headers[HEADER_PREFIX + "exception"] == b"SchemaUnavailableError" for r in dead)
+            assert b"unreachable" in dead[0].headers[HEADER_PREFIX + "message"]
+            scored = service.stats.predictions
+            assert scored + len(dead) == 300, "every record is scored or dead-lettered, none lost"
+            got = {(int(r.headers[HEADER_PREFIX + "partition"]), int(r.headers[HEADER_PREFIX + "offset"])) for r in dead}
+            got |= set(_sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=scored), outputs))
+            assert got == set(positions)
+        assert service.readiness()["schema_registry_reachable"] is True
