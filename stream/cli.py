@@ -37,9 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamscore`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    worker = getattr(args, "worker_index", None)
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s " + (f"worker-{worker} " if worker is not None else "") + "%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
@@ -61,6 +62,8 @@ def _run(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     assert config is not None
     if not config.kafka.input_topics:
         raise ConfigError("kafka.input_topics is empty: name the topics to score")
+    if args.workers > 1:
+        return _run_workers(args, config)
     service = build_service(config)
 
     timeout_s = config.processing.shutdown_timeout_s
@@ -91,6 +94,19 @@ def _run(args: argparse.Namespace, config: ServiceConfig | None) -> int:
         Path(args.latencies).write_bytes(stats.latencies_ms.tobytes())
     print(json.dumps(summary), flush=True)
     return EXIT_OK
+
+
+def _run_workers(args: argparse.Namespace, config: ServiceConfig) -> int:
+    from stream.workers import supervise
+
+    single = [flag for flag, value in (("--max-events", args.max_events), ("--summary-json", args.summary_json),
+                                       ("--latencies", args.latencies)) if value]
+    if single:
+        raise ConfigError(f"{', '.join(single)} apply to one process; leave them out with --workers")
+    command = [sys.executable, "-m", "stream.cli", "run", "--config", str(args.config)]
+    if args.idle_exit_seconds is not None:
+        command += ["--idle-exit-seconds", str(args.idle_exit_seconds)]
+    return supervise(command, os.environ, config, args.workers)
 
 
 def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
@@ -152,6 +168,13 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     return EXIT_OK
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamscore", description="Score Kafka events with a model, in micro-batches.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-events", type=int, help="stop after this many input events")
     run.add_argument("--idle-exit-seconds", type=float, help="stop after this long without input")
     run.add_argument("--summary-json", help="also write the run summary to this file")
+    run.add_argument("--workers", type=_positive, default=1,
+                     help="run this many scorer processes in one consumer group (default 1)")
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for each child
     run.add_argument("--latencies", help="write each prediction's end-to-end latency to this file "
                                          "(float64 ms, native byte order, in acknowledgement order)")
     run.set_defaults(func=_run)

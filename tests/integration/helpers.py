@@ -80,6 +80,19 @@ def produce(bootstrap: str, topic: str, records: list[dict[str, Any]], partition
     return result.positions
 
 
+def live_feed(bootstrap: str, topic: str, records: list[dict[str, Any]], backlog: int, partitions: int,
+              rate: float) -> tuple[list[tuple[int, int]], threading.Thread]:
+    """Produce the first ``backlog`` records now, the rest at ``rate``/s from a started thread (join it).
+
+    Returns the backlog's (partition, offset) positions and the thread.
+    """
+    positions = produce(bootstrap, topic, records[:backlog], partitions=partitions)
+    feeder = threading.Thread(target=produce, args=(bootstrap, topic, records[backlog:], partitions),
+                              kwargs={"rate": rate})
+    feeder.start()
+    return positions, feeder
+
+
 def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0,
                isolation: str = "read_uncommitted") -> list[Record]:
     """Every record of ``topic`` from the start: waits for ``expected``, then a grace period for extras."""

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from stream.service import build_service
 from tests.integration.helpers import (
     ROOT,
     SchemaRegistryStub,
+    live_feed,
     produce,
     read_topic,
     service_config,
@@ -128,10 +128,8 @@ def test_restarted_scorer_resumes_from_committed_offsets(kafka_bootstrap: str, s
 def test_cli_stops_on_sigterm_after_committing_what_it_produced(kafka_bootstrap: str, small_model: ModelArtifact) -> None:
     topic = unique("sigterm")
     events = [r for r, _ in sensor_events(30_000, 20, seed=6)]
-    produce(kafka_bootstrap, topic, events[:1000], partitions=2)
     # the stream goes on while the scorer is stopped: 29,000 more over ~10 s
-    feeder = threading.Thread(target=produce, args=(kafka_bootstrap, topic, events[1000:], 2), kwargs={"rate": 3000.0})
-    feeder.start()
+    _, feeder = live_feed(kafka_bootstrap, topic, events, 1000, partitions=2, rate=3000.0)
     config = service_config(kafka_bootstrap, small_model.path, topic, batch__max_size=50)
     env = {**os.environ, **service_environ(kafka_bootstrap, small_model.path, topic, batch__max_size=50)}
     proc = subprocess.Popen(

@@ -28,6 +28,7 @@ from stream.service import build_service
 from tests.integration.helpers import (
     ROOT,
     SchemaRegistryStub,
+    live_feed,
     produce,
     read_topic,
     service_config,
@@ -121,9 +122,7 @@ def test_sigterm_in_exactly_once_mode_commits_the_batch_and_exits_0_in_time(
         kafka_bootstrap: str, small_model: ModelArtifact) -> None:
     topic = unique("sigterm-eos")
     events = [r for r, _ in sensor_events(20_000, 20, seed=13)]
-    positions = produce(kafka_bootstrap, topic, events[:2000], partitions=2)
-    feeder = threading.Thread(target=produce, args=(kafka_bootstrap, topic, events[2000:], 2), kwargs={"rate": 3000.0})
-    feeder.start()
+    positions, feeder = live_feed(kafka_bootstrap, topic, events, 2000, partitions=2, rate=3000.0)
     timeout_s = 20.0
     settings = {"batch__max_size": 50, "processing__guarantee": "exactly_once",
                 "processing__transactional_id": topic, "processing__shutdown_timeout_s": timeout_s}
@@ -211,3 +210,22 @@ def test_an_unreachable_schema_registry_pauses_or_dead_letters_by_policy(
             got |= set(_sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=scored), outputs))
             assert got == set(positions)
         assert service.readiness()["schema_registry_reachable"] is True
+
+
+def test_workers_share_the_partitions_of_one_group(kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    topic = unique("workers")
+    events = [r for r, _ in sensor_events(20_000, 200, seed=15)]
+    # live input while the second worker joins and takes partitions over
+    _, feeder = live_feed(kafka_bootstrap, topic, events, 2000, partitions=8, rate=4000.0)
+    config = service_config(kafka_bootstrap, small_model.path, topic)
+    env = {**os.environ, **service_environ(kafka_bootstrap, small_model.path, topic)}
+    proc = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--config", str(ROOT / "examples" / "sensor.toml"),
+                           "--workers", "2", "--idle-exit-seconds", "6"],
+                          env=env, capture_output=True, text=True, cwd=ROOT, timeout=180)
+    feeder.join()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assigned = {line.split(" ")[2] for line in proc.stderr.splitlines()
+                if " stream.source: assigned " in line and "assigned nothing" not in line}
+    assert assigned == {"worker-0", "worker-1"}, "both workers scored partitions"
+    sources = _sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=len(events)))
+    assert len(sources) == len(events), "every input scored"
