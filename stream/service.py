@@ -6,10 +6,10 @@ broker. A crash anywhere before the commit means the batch is read and
 scored again. Exactly-once: each batch's outputs and input offsets commit in
 one Kafka transaction; an aborted one is rewound and scored again.
 
-Batches are scored on a worker thread. If one takes longer than
-KEEP_ALIVE_AFTER_S, the consumer pauses every partition and keeps polling
-until it is done, so a slow model never outlives max.poll.interval.ms and
-never gets the member evicted from its group.
+A batch still being scored after KEEP_ALIVE_AFTER_S has the consumer
+paused and polled by a helper thread until it is done (stream/keepalive.py),
+so a slow model never outlives max.poll.interval.ms and never gets the
+member evicted from its group.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import gc
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSou
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError, SchemaRegistryUnavailableError, StreamError
 from stream.health import HealthServer
+from stream.keepalive import KeepAlive
 from stream.metrics import ServiceMetrics
 from stream.processor import BatchProcessor, BatchResult
 from stream.quality import QualityTracker
@@ -87,7 +86,7 @@ class ScoringService:
         # stays true to the broker while the loop waits on it.
         self._broker_ok = False
         self._registry_ok = True
-        self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+        self._keep_alive = KeepAlive(source, KEEP_ALIVE_AFTER_S)
         self._abandoned: list[PredictionSink] = []  # producers replaced after a stuck transactional call
         self._seen_joined = 0
         self._seen_unmatched = 0
@@ -176,7 +175,7 @@ class ScoringService:
                     logger.error("could not abort the open transaction (it times out on the broker): %s", exc)
             self._stopped.set()
             self.source.before_revoke = None
-            self._scoring.shutdown(wait=False, cancel_futures=True)
+            self._keep_alive.close()
             self.sink.close()
             self.source.close()
             if self.health is not None:
@@ -185,10 +184,10 @@ class ScoringService:
         return self.stats
 
     def _process(self, messages: list) -> BatchResult | None:
-        """Score a batch on the worker thread; None when it must be read again (registry away, partition moved)."""
-        future = self._scoring.submit(self.processor.process, messages)
+        """Score a batch; None when it must be read again (registry away, partition moved)."""
         try:
-            result = self._wait_keeping_alive(future)
+            with self._keep_alive:
+                result = self.processor.process(messages)
         except SchemaRegistryUnavailableError as exc:
             # Decoding stopped before any state changed: read the batch again later.
             self._registry_ok = False
@@ -210,20 +209,6 @@ class ScoringService:
             self.source.rewind({tp: o for tp, o in result.first_offsets.items() if tp not in moved})
             return None
         return result
-
-    def _wait_keeping_alive(self, future: Future) -> BatchResult:
-        try:
-            return future.result(timeout=KEEP_ALIVE_AFTER_S)
-        except FutureTimeout:
-            pass
-        logger.info("batch still being scored after %.0fs: pausing the consumer meanwhile", KEEP_ALIVE_AFTER_S)
-        self.source.pause()
-        try:
-            while not future.done():
-                self.source.keep_alive(0.2)
-            return future.result()
-        finally:
-            self.source.resume()
 
     def _pause_for(self, seconds: float) -> None:
         """Stay in the group without reading, for ``seconds`` (or until stopped)."""
