@@ -235,6 +235,9 @@ def plot(sweep: list[dict[str, Any]], latency: dict[int, dict[str, Any]], path: 
     ax2.set_ylabel("mean batch size", color="tab:orange")
     loads = sorted(latency)
     right.plot(loads, [latency[k]["p99_ms"] for k in loads], "o-", label="p99")
+    steady = [latency[k].get("p99_steady_ms") for k in loads]
+    if all(v is not None for v in steady):
+        right.plot(loads, steady, "^-", label=f"p99 after the first {WARMUP_SECONDS} s")
     right.plot(loads, [latency[k]["p50_ms"] for k in loads], "s-", label="p50")
     for k in loads:
         right.annotate(f"batch {latency[k]['mean_batch_size']:.0f}", (k, latency[k]["p99_ms"]),
