@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: E402
 
+from bench.throughput import env_for  # noqa: E402
 from schemas import load_schema  # noqa: E402
 from stream.admin import ensure_topics  # noqa: E402
 from stream.codec import AvroCodec, AvroEncoder  # noqa: E402
@@ -166,28 +167,18 @@ class Broker:
         subprocess.run([str(LOCAL_KAFKA), "clean"], env=self.env, capture_output=True)
 
 
-def scorer_env(bootstrap: str, topic: str, mode: str, model: Path, **settings: Any) -> dict[str, str]:
-    env = {**os.environ,
-           "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-           "STREAMSCORE_KAFKA__INPUT_TOPICS": json.dumps([topic]),
-           "STREAMSCORE_KAFKA__OUTPUT_TOPIC": topic + "-out",
-           "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": topic + "-dlq",
-           "STREAMSCORE_KAFKA__GROUP_ID": topic,
-           "STREAMSCORE_DRIFT__TOPIC": topic + "-drift",
-           "STREAMSCORE_MODEL__PATH": str(model),
-           "STREAMSCORE_BATCH__MAX_SIZE": str(BATCH_SIZE),
-           "STREAMSCORE_PROCESSING__GUARANTEE": mode,
-           "STREAMSCORE_METRICS__HOST": "127.0.0.1",
-           "STREAMSCORE_METRICS__PORT": "0",
-           # A restarted process takes its predecessor's place in the group at once
-           # (static membership) instead of waiting for its session to time out.
-           "STREAMSCORE_KAFKA__CONSUMER__GROUP_INSTANCE_ID": topic + "-scorer",
-           "STREAMSCORE_LOG_LEVEL": "INFO"}
+def scorer_env(bootstrap: str, topic: str, mode: str, model: Path) -> dict[str, str]:
+    """The scorer of ``topic`` (outputs to ``<topic>-out``, ``-dlq``, ``-drift``) in ``mode``."""
+    settings: dict[str, Any] = {
+        "model__path": model, "batch__max_size": BATCH_SIZE, "processing__guarantee": mode,
+        "metrics__enabled": "true", "metrics__host": "127.0.0.1", "metrics__port": 0, "log_level": "INFO",
+        # A restarted process takes its predecessor's place in the group at once
+        # (static membership) instead of waiting for its session to time out.
+        "kafka__consumer__group_instance_id": topic + "-scorer",
+    }
     if mode == "exactly_once":
-        env["STREAMSCORE_PROCESSING__TRANSACTIONAL_ID"] = topic + "-scorer"
-    env.update({f"STREAMSCORE_{k.upper()}": str(v) for k, v in settings.items()})
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    return env
+        settings["processing__transactional_id"] = topic + "-scorer"
+    return env_for(bootstrap, topic, topic, **settings)
 
 
 def produce_inputs(bootstrap: str, topic: str, events: int, seed: int) -> list[tuple[int, int]]:

@@ -45,7 +45,7 @@ from stream.avro_kernels import (
     encode_records,
 )
 from stream.codec import AvroCodec, plain_schema
-from stream.exceptions import RecordError
+from stream.exceptions import RecordError, RecordTooLargeError
 
 __all__ = ["UnsupportedSchema", "Column", "DecodedBatch", "BatchDecoder", "Const", "Choice", "Values", "Repeat",
            "BatchEncoder", "column_for"]
@@ -240,9 +240,11 @@ def _decode_plan(writer: Mapping[str, Any], reader: Mapping[str, Any], columns: 
 class BatchDecoder:
     """Decodes the values of a batch into the wanted reader columns, compiled where it can."""
 
-    def __init__(self, codec: AvroCodec, columns: Sequence[Column]) -> None:
+    def __init__(self, codec: AvroCodec, columns: Sequence[Column], max_bytes: int = 0) -> None:
+        """``max_bytes`` > 0: longer values are not decoded but fail with RecordTooLargeError."""
         self.codec = codec
         self.columns = list(columns)
+        self.max_bytes = max_bytes
         self._plans: dict[int, _DecodePlan | None] = {}  # id(writer schema) -> plan, None: fastavro
 
     def decode(self, values: Sequence[bytes | None]) -> DecodedBatch:
@@ -254,6 +256,11 @@ class BatchDecoder:
         buf = np.frombuffer(b"".join(v for v in values if v is not None), dtype=np.uint8)
         batch = DecodedBatch(self.columns, n, buf)
         present = np.fromiter((v is not None for v in values), dtype=np.bool_, count=n)
+        too_large = lengths > self.max_bytes if self.max_bytes > 0 else np.zeros(n, dtype=np.bool_)
+        for r in np.flatnonzero(too_large).tolist():
+            batch.errors[r] = RecordTooLargeError(
+                f"value of {lengths[r]:,} bytes is over validation.max_record_bytes ({self.max_bytes:,})")
+        present &= ~too_large
         fallback: list[int] = []
         if self.codec.wire_format == "raw":
             groups = [(self.codec.raw_writer, np.flatnonzero(present))]
@@ -275,7 +282,8 @@ class BatchDecoder:
                     for r in rows.tolist():
                         batch.errors[r] = exc
             body_starts = starts + header
-        fallback.extend(np.flatnonzero(~present if self.codec.wire_format == "raw" else ~framed).tolist())
+        undecoded = ~present if self.codec.wire_format == "raw" else ~framed
+        fallback.extend(np.flatnonzero(undecoded & ~too_large).tolist())
         flagged = np.zeros(n, dtype=np.bool_)
         for writer, rows in groups:
             plan = self._plan(writer)

@@ -34,7 +34,7 @@ from stream.columnar import (
     column_for,
 )
 from stream.deadletter import DeadLetter, InputMessage, dead_letter_for
-from stream.exceptions import ConfigError, InvalidRecordError, OutOfRangeError, RecordError, RecordTooLargeError
+from stream.exceptions import ConfigError, InvalidRecordError, OutOfRangeError, RecordError
 from stream.quality import QualityTracker
 
 __all__ = ["Prediction", "Predictions", "BatchResult", "BatchProcessor", "prediction_bindings"]
@@ -79,9 +79,6 @@ class BatchResult:
     label_dead_letters: int = 0  # of the dead letters, how many were label messages
     # (topic, partition) -> next offset to read: last offset in the batch + 1
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    # (topic, partition) -> the batch's first offset there: where to rewind to
-    # when the batch is not delivered (an aborted transaction, a paused registry)
-    first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     model_seconds: float = 0.0
 
     @property
@@ -125,14 +122,13 @@ class BatchProcessor:
         self.model_version = scorer.artifact.version
         self.quality = quality
         self.labels_topic = labels_topic
-        self.max_record_bytes = max_record_bytes
         self.ranges = {name: (float(lo), float(hi)) for name, (lo, hi) in (ranges or {}).items()}
         self.id_field = quality.id_field if quality is not None and quality.joiner is not None else None
         wanted = [("codec.key_field", key_field, KEY_TYPES), ("codec.time_field", time_field, TIME_TYPES)]
         wanted += [("features.fields", name, VALUE_TYPES) for name in self.fields]
         if self.id_field is not None and self.id_field not in (key_field, time_field, *self.fields):
             wanted.append(("labels.id_field", self.id_field, KEY_TYPES))
-        self.decoder = BatchDecoder(codec, [_column(codec, *w) for w in wanted])
+        self.decoder = BatchDecoder(codec, [_column(codec, *w) for w in wanted], max_bytes=max_record_bytes)
         self._key_is_string = self.decoder.columns[0].type == "string"  # the key field is wanted first
         self._batch_encoder = _prediction_encoder(encoder, scorer)
 
@@ -165,7 +161,6 @@ class BatchProcessor:
         offsets = [m.offset() or 0 for m in messages]
         for tp, offset in zip(zip(topics, partitions), offsets):
             result.next_offsets[tp] = offset + 1  # the last one per partition stays
-            result.first_offsets.setdefault(tp, offset)
         if self.labels_topic is not None and self.labels_topic in topics:
             rows = self._labels(messages, topics, result)
             messages = [messages[i] for i in rows]
@@ -173,13 +168,8 @@ class BatchProcessor:
         result.per_topic = dict(Counter(topics))
         if not messages:
             return result
-        raw = [m.value() for m in messages]
-        too_large = self._too_large(raw)
-        if too_large:
-            raw = [None if i in too_large else v for i, v in enumerate(raw)]
-        batch = self.decoder.decode(raw)
+        batch = self.decoder.decode([m.value() for m in messages])
         keys, bad = self._validate(batch)
-        bad.update(too_large)
         for row in sorted(bad):
             exc = bad[row]
             result.dead_letters.append(dead_letter_for(messages[row], exc, exc.stage))
@@ -214,13 +204,6 @@ class BatchProcessor:
             where = list(zip(topics, partitions_a.tolist(), offsets_a.tolist()))
             result.drift_events.extend(self.quality.observe(where, ids, times, values, features, scores))
         return result
-
-    def _too_large(self, raw: list[bytes | None]) -> dict[int, RecordError]:
-        limit = self.max_record_bytes
-        if limit <= 0:
-            return {}
-        return {i: RecordTooLargeError(f"value of {len(v):,} bytes is over validation.max_record_bytes ({limit:,})")
-                for i, v in enumerate(raw) if v is not None and len(v) > limit}
 
     def _features(self, keys: list[str], times: np.ndarray,
                   values: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[str, Exception]]]:

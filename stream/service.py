@@ -161,7 +161,7 @@ class ScoringService:
                     continue
                 last_message = time.monotonic()
                 if self.transactions is not None:
-                    self._commit_transaction(result)
+                    self._commit_transaction(result, messages)
                 else:
                     self._complete_in_flight()
                     self._produce(result)
@@ -191,11 +191,10 @@ class ScoringService:
         except SchemaRegistryUnavailableError as exc:
             # Decoding stopped before any state changed: read the batch again later.
             self._registry_ok = False
-            first = _first_offsets(messages)
             logger.warning("%s; pausing for %.0fs, then reading %d events again",
                            exc, self.config.processing.registry_retry_s, len(messages))
             self._complete_in_flight()
-            self.source.rewind(first)
+            self.source.rewind(_first_offsets(messages))
             self._pause_for(self.config.processing.registry_retry_s)
             return None
         self._registry_ok = True
@@ -206,7 +205,7 @@ class ScoringService:
             logger.warning("partitions %s were revoked while their batch was scored: dropping it, "
                            "reading the rest again", sorted(moved))
             self._complete_in_flight()
-            self.source.rewind({tp: o for tp, o in result.first_offsets.items() if tp not in moved})
+            self.source.rewind({tp: o for tp, o in _first_offsets(messages).items() if tp not in moved})
             return None
         return result
 
@@ -246,23 +245,19 @@ class ScoringService:
         self.source.commit(result.next_offsets)
         self._record_metrics(result, latencies)
 
-    def _commit_transaction(self, result: BatchResult) -> None:
+    def _commit_transaction(self, result: BatchResult, messages: list) -> None:
         """Exactly-once: the batch's outputs and input offsets in one transaction; rewound if it aborts."""
         assert self.transactions is not None
         self.transactions.begin()
         self._send(result)
         try:
             self.transactions.commit(result.next_offsets, self.source.group_metadata())
-        except TransactionAbortedError as exc:
+        except (TransactionAbortedError, TransactionStuckError) as exc:
             logger.warning("batch of %d not delivered (%s): reading it again", result.consumed, exc)
             self.metrics.transactions_aborted.inc()
-            self.source.rewind(result.first_offsets)
-            return
-        except TransactionStuckError as exc:
-            logger.error("%s: replacing the producer, then reading the batch of %d again", exc, result.consumed)
-            self.metrics.transactions_aborted.inc()
-            self._replace_producer()
-            self.source.rewind(result.first_offsets)
+            if isinstance(exc, TransactionStuckError):
+                self._replace_producer()
+            self.source.rewind(_first_offsets(messages))
             return
         self.stats.record_batch(result.consumed, result.model_seconds)
         latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
@@ -302,7 +297,7 @@ class ScoringService:
         """
         self._abandoned.append(self.sink)
         self.sink = PredictionSink(self.sink.settings)
-        self.transactions = Transactions(self.sink.producer, on_abort=self.sink.discard_failures)
+        self.transactions = Transactions(self.sink)
         self.transactions.init()
 
     def _watch_broker(self) -> None:
@@ -321,6 +316,7 @@ class ScoringService:
 
 
 def _first_offsets(messages: list) -> dict[tuple[str, int], int]:
+    """Each partition's first offset in ``messages``: where to rewind to when the batch is read again."""
     first: dict[tuple[str, int], int] = {}
     for m in messages:
         first.setdefault((m.topic(), m.partition()), m.offset())
@@ -382,7 +378,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     if exactly_once:
         producer["transactional.id"] = config.transactional_id
     sink = PredictionSink(producer)
-    transactions = Transactions(sink.producer, on_abort=sink.discard_failures) if exactly_once else None
+    transactions = Transactions(sink) if exactly_once else None
     topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
     source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, topics_in)
     service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder, transactions=transactions)

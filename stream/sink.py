@@ -67,10 +67,9 @@ class PredictionSink:
         except KafkaException:
             return False
 
-    def discard_failures(self) -> list[str]:
-        """Forget the delivery failures seen so far (an aborted transaction takes them back); return them."""
-        failures, self._failures = self._failures, []
-        return failures
+    def discard_failures(self) -> None:
+        """Forget the delivery failures seen so far (an aborted transaction takes them back)."""
+        self._failures = []
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: list[tuple[str, bytes]] | None = None) -> None:

@@ -51,7 +51,6 @@ class KafkaSource:
         # Called first thing at revoke: the service completes its batch in flight there.
         self.before_revoke: Callable[[], None] | None = None
         self._topics = list(topics)
-        self._paused = False
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def poll_batch(self, max_size: int, timeout_s: float) -> list[Message]:
@@ -139,7 +138,6 @@ class KafkaSource:
 
     def pause(self) -> None:
         """Stop fetching on every assigned partition (``keep_alive`` keeps the membership)."""
-        self._paused = True
         self._consumer.pause(self._consumer.assignment())
 
     def keep_alive(self, timeout_s: float) -> None:
@@ -156,9 +154,7 @@ class KafkaSource:
 
     def resume(self) -> None:
         """Fetch again on every assigned partition."""
-        if self._paused:
-            self._paused = False
-            self._consumer.resume(self._consumer.assignment())
+        self._consumer.resume(self._consumer.assignment())
 
     def close(self) -> None:
         """Leave the group (the partitions move to other members at once)."""

@@ -29,9 +29,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from stream.exceptions import KafkaFatalError, StreamError
+from stream.sink import PredictionSink
 
 __all__ = ["TransactionAbortedError", "TransactionStuckError", "Transactions"]
 
@@ -59,9 +60,10 @@ class TransactionStuckError(StreamError):
 class Transactions:
     """The transactional calls of one producer, each with its error classes handled."""
 
-    def __init__(self, producer: Producer, on_abort: Callable[[], None] | None = None) -> None:
-        self._producer = producer
-        self._on_abort = on_abort  # told after every abort (the sink forgets its failures there)
+    def __init__(self, sink: PredictionSink) -> None:
+        """Transactions of the sink's producer (its settings carry the transactional.id)."""
+        self._sink = sink
+        self._producer = sink.producer
         self.open = False
         # Calls run here, so that one that hangs can be given up on.
         self._runner = _DaemonRunner()
@@ -92,8 +94,7 @@ class Transactions:
             return
         self._call("abort_transaction", lambda: self._producer.abort_transaction(CALL_TIMEOUT_S), abortable=False)
         self.open = False
-        if self._on_abort is not None:
-            self._on_abort()
+        self._sink.discard_failures()  # the aborted outputs' delivery failures went with them
 
     def _call(self, name: str, call: Callable[[], T], abortable: bool = True) -> T:
         deadline = time.monotonic() + RETRY_FOR_S
