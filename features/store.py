@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Sequence
 
@@ -9,6 +11,7 @@ import numpy as np
 
 from features.exceptions import FeatureValueError
 from features.kernel import AGG_CODES, WindowState, reserve, update_windows
+from features.snapshot import pack, parse, write
 from features.spec import FeatureSpec
 
 __all__ = ["FeatureStore", "check_values"]
@@ -30,6 +33,11 @@ class FeatureStore:
     An event's features include the event itself and depend only on the
     events of its key that arrived before it, never on how the stream was
     cut into batches: the batch kernel runs the events one after another.
+
+    Each key belongs to a shard (the input partition it arrives on), so that
+    the keys of one shard can be exported when they changed, dropped when
+    the shard moves away, and loaded when it comes back (``dirty``,
+    ``export``, ``drop``, ``load``).
     """
 
     def __init__(self, spec: FeatureSpec) -> None:
@@ -47,6 +55,11 @@ class FeatureStore:
             self._windows.append((state, size, span_ms, 1.0 - w.ewma_alpha, aggs, col0))
             col0 += len(w.aggregates)
         self._stride = col0  # features per field
+        self._keys: list[str | None] = []  # slot -> key (None: free)
+        self._free: list[int] = []
+        self._shard = np.zeros(64, dtype=np.int64)  # slot -> shard
+        self._dirty = np.zeros(64, dtype=bool)  # slot -> updated since its shard's last ``clean``
+        self.fingerprint = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def __len__(self) -> int:
         """Number of keys with state."""
@@ -74,11 +87,14 @@ class FeatureStore:
         values = np.asarray([v for _, _, v in events], dtype=np.float64).reshape(len(events), len(fields))
         return self.update_arrays([key for key, _, _ in events], times, values)
 
-    def update_arrays(self, keys: Sequence[str], times: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def update_arrays(self, keys: Sequence[str], times: np.ndarray, values: np.ndarray,
+                      shards: np.ndarray | None = None) -> np.ndarray:
         """``update_many`` for a batch already in arrays: ``values`` is ``(n, fields)`` float64.
 
-        Nothing changes when it raises: a non-finite value raises
-        FeatureValueError, and state grows for every window before any is updated.
+        ``shards`` gives each event's shard (0 when not given); a key takes
+        the shard of its latest event. Nothing changes when it raises: a
+        non-finite value raises FeatureValueError, and state grows for every
+        window before any is updated.
         """
         n = len(keys)
         out = np.empty((n, self.spec.n_features), dtype=np.float64)
@@ -87,13 +103,7 @@ class FeatureStore:
         if not np.isfinite(values).all():
             row, col = np.argwhere(~np.isfinite(values))[0]
             raise FeatureValueError(f"field {self._fields[col]!r} of event {row} is {values[row, col]}, not finite")
-        slots = np.empty(n, dtype=np.int64)
-        table = self._slots
-        for i, key in enumerate(keys):
-            slot = table.get(key)
-            if slot is None:
-                slot = table[key] = len(table)
-            slots[i] = slot
+        slots = self._slots_for(keys)
         times = np.ascontiguousarray(times, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float64)
         # Every window is grown before any is updated: if growing fails (memory),
@@ -102,7 +112,82 @@ class FeatureStore:
             reserve(state, slots, size)
         for state, size, span_ms, keep, aggs, col0 in self._windows:
             update_windows(state, slots, times, values, size, span_ms, keep, aggs, out, col0, self._stride)
+        self._shard[slots] = 0 if shards is None else shards
+        self._dirty[slots] = True
         return out
+
+    def _slots_for(self, keys: Iterable[str]) -> np.ndarray:
+        """Each key's slot, taking a free one (or a new one) for a key not seen yet."""
+        table, names, free = self._slots, self._keys, self._free
+        slots = []
+        for key in keys:
+            slot = table.get(key)
+            if slot is None:
+                if free:
+                    slot = free.pop()
+                    names[slot] = key
+                else:
+                    slot = len(names)
+                    names.append(key)
+                table[key] = slot
+            slots.append(slot)
+        if len(names) > len(self._shard):
+            size = len(self._shard)
+            while size < len(names):
+                size *= 2
+            self._shard = np.resize(self._shard, size)
+            self._dirty = np.concatenate([self._dirty, np.zeros(size - len(self._dirty), dtype=bool)])
+        return np.asarray(slots, dtype=np.int64)
+
+    def _slots_of(self, shard: int) -> np.ndarray:
+        held = np.zeros(len(self._shard), dtype=bool)
+        held[np.fromiter(self._slots.values(), dtype=np.int64, count=len(self._slots))] = True
+        return np.flatnonzero(held & (self._shard == shard))
+
+    def keys(self, shard: int) -> list[str]:
+        """Keys with state in ``shard``."""
+        return [self._keys[s] for s in self._slots_of(shard).tolist()]  # type: ignore[misc]
+
+    def dirty(self, shard: int) -> list[str]:
+        """Keys of ``shard`` updated (or loaded) since its last ``clean``."""
+        slots = self._slots_of(shard)
+        return [self._keys[s] for s in slots[self._dirty[slots]].tolist()]  # type: ignore[misc]
+
+    def clean(self, shard: int) -> None:
+        """Mark every key of ``shard`` as saved."""
+        self._dirty[self._slots_of(shard)] = False
+
+    def export(self, keys: Sequence[str]) -> list[bytes]:
+        """The stored form of each key's windows (``features.snapshot``), in the order given."""
+        slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
+        return pack([state for state, *_ in self._windows], slots)
+
+    def load(self, records: Sequence[tuple[str, bytes]], shard: int) -> None:
+        """Set each key's windows to a stored form from ``export``, as keys of ``shard``.
+
+        Raises StateFormatError, before any key changes, if a record does not
+        fit this spec. Loaded keys count as dirty: the next save includes them.
+        """
+        if not records:
+            return
+        states = [w[0] for w in self._windows]
+        parsed = parse(states, [w[1] for w in self._windows], [r for _, r in records])
+        slots = self._slots_for(k for k, _ in records)
+        write(states, [w[3] for w in self._windows], slots, parsed)
+        self._shard[slots] = shard
+        self._dirty[slots] = True
+
+    def drop(self, shard: int) -> int:
+        """Forget every key of ``shard`` (its partition moved away); returns how many."""
+        slots = self._slots_of(shard)
+        for slot in slots.tolist():
+            del self._slots[self._keys[slot]]  # type: ignore[arg-type]
+            self._keys[slot] = None
+            self._free.append(slot)
+            for state, *_ in self._windows:
+                state.pos[slot] = 0
+        self._dirty[slots] = False
+        return len(slots)
 
     def held(self, key: str) -> list[int]:
         """How many events each window holds for ``key`` (for tests and memory accounting)."""

@@ -15,6 +15,7 @@ number of keys.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,6 +179,36 @@ class DriftMonitor:
     def watches_errors(self) -> bool:
         return bool(self._error_signals)
 
+    def export(self, partition: int) -> bytes:
+        """The detectors of ``partition`` as bytes (a pickle: load it only from a topic you trust)."""
+        tracks = {(label, _identity(self.signals[i])): track
+                  for (i, label, p), track in self._tracks.items() if p == partition}
+        return pickle.dumps(tracks, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self, partition: int, data: bytes) -> int:
+        """Replace the detectors of ``partition`` with exported ones; returns how many were taken.
+
+        A detector exported for a signal that is no longer declared, or now
+        declared with another detector or parameters, is left out: its
+        signal starts afresh.
+        """
+        self.drop(partition)
+        if not data:
+            return 0
+        tracks = pickle.loads(data)  # noqa: S301 - the state changelog is written by this service
+        taken = 0
+        for i, spec in enumerate(self.signals):
+            track = tracks.get((spec.label, _identity(spec)))
+            if track is not None:
+                self._tracks[(i, spec.label, partition)] = track
+                taken += 1
+        return taken
+
+    def drop(self, partition: int) -> None:
+        """Forget the detectors of ``partition`` (it moved to another process)."""
+        for key in [k for k in self._tracks if k[2] == partition]:
+            del self._tracks[key]
+
     def update(
         self,
         topic: str,
@@ -262,6 +293,11 @@ class DriftMonitor:
         track.since_alarm += len(values) - start
         track.sum_since_alarm += float(values[start:].sum())
         return events
+
+
+def _identity(spec: SignalSpec) -> str:
+    """What a detector's state depends on: a saved detector is reused only for the same one."""
+    return repr((spec.detector, sorted(spec.resolved_params.items()), spec.sample_every))
 
 
 def _rows_by_partition(partitions: np.ndarray) -> list[tuple[int, np.ndarray]]:

@@ -36,6 +36,17 @@ class Scores:
     classes: tuple[str, ...]
     label_index: np.ndarray | None = None
 
+    def take(self, rows: np.ndarray) -> Scores:
+        """The outputs of ``rows`` only (an index array or a boolean mask)."""
+        idx = np.flatnonzero(rows) if rows.dtype == bool else rows
+        return Scores(
+            score=self.score[idx],
+            label=[self.label[i] for i in idx.tolist()] if self.label is not None else None,
+            probabilities=self.probabilities[idx] if self.probabilities is not None else None,
+            classes=self.classes,
+            label_index=self.label_index[idx] if self.label_index is not None else None,
+        )
+
 
 class BatchScorer:
     """Scores feature matrices with a loaded artifact's model."""

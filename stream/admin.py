@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream.exceptions import StreamError
 
-__all__ = ["ensure_topics", "admin_settings"]
+__all__ = ["ensure_topics", "admin_settings", "partition_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +55,14 @@ def ensure_topics(
                 continue
             raise StreamError(f"cannot create topic {name}: {exc}") from exc
     return created
+
+
+def partition_counts(settings: Mapping[str, Any], topics: list[str]) -> dict[str, int]:
+    """The partition count of each of ``topics`` that exists."""
+    admin = AdminClient(dict(settings))
+    try:
+        metadata = admin.list_topics(timeout=CREATE_TIMEOUT_S).topics
+    except KafkaException as exc:
+        raise StreamError(f"cannot list topics on {settings.get('bootstrap.servers')}: {exc}") from exc
+    return {name: len(metadata[name].partitions) for name in topics
+            if name in metadata and metadata[name].error is None}

@@ -41,6 +41,9 @@ __all__ = [
     "LabelsConfig",
     "DriftConfig",
     "MetricsConfig",
+    "ProcessingConfig",
+    "StateConfig",
+    "ValidationConfig",
     "ServiceConfig",
     "default_signals",
     "read_schema",
@@ -140,6 +143,23 @@ class ProcessingConfig:
     registry_unavailable: str = "pause"
     # How long "pause" waits before trying the batch again.
     registry_retry_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Where window and drift state is kept so that it follows its partition across processes."""
+
+    # Write each input partition's changed window state (and its drift
+    # detectors) to a compacted changelog topic, and restore it when the
+    # partition is assigned: a restart or rebalance then changes no prediction.
+    changelog: bool = True
+    # Default "<group_id>-state". One partition per input partition.
+    topic: str | None = None
+    # State is saved with the commit of the first batch after this long
+    # (0: with every batch). A restore replays at most this much input.
+    checkpoint_interval_ms: int = 1000
+    # How long a restore may wait for committed offsets and the changelog.
+    restore_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -248,6 +268,7 @@ class ServiceConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     log_level: str = "INFO"
     source: str = "<defaults>"
 
@@ -271,6 +292,11 @@ class ServiceConfig:
         return self.processing.transactional_id or f"{self.kafka.group_id}-{socket.gethostname()}"
 
     @property
+    def state_topic(self) -> str:
+        """state.topic, or "<group_id>-state"."""
+        return self.state.topic or f"{self.kafka.group_id}-state"
+
+    @property
     def schema_fingerprint(self) -> str:
         return fingerprint(self.reader_schema)
 
@@ -286,6 +312,7 @@ _SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
     "processing": ProcessingConfig,
     "validation": ValidationConfig,
+    "state": StateConfig,
 }
 # Sections the environment can override ([features] is structural: set it in the file).
 _ENV_SECTIONS = set(_SECTIONS) | {"drift"}
@@ -559,6 +586,15 @@ def _validate_processing(config: ServiceConfig) -> None:
                           "set processing.transactional_id (exactly_once only) or remove it")
     if processing.transactional_id is not None and processing.guarantee != "exactly_once":
         raise ConfigError("processing.transactional_id is only used with processing.guarantee = 'exactly_once'")
+    state = config.state
+    if state.changelog and len(kafka.input_topics) != 1:
+        raise ConfigError(f"state.changelog keeps one changelog partition per input partition, so it needs exactly "
+                          f"one input topic (kafka.input_topics = {list(kafka.input_topics)}); "
+                          "use one input topic or set state.changelog = false")
+    if state.checkpoint_interval_ms < 0 or state.restore_timeout_s <= 0:
+        raise ConfigError("state.checkpoint_interval_ms must be >= 0 and state.restore_timeout_s > 0")
+    if state.changelog and config.state_topic in (*kafka.input_topics, kafka.output_topic, kafka.dead_letter_topic):
+        raise ConfigError(f"state.topic {config.state_topic!r} is already used by [kafka]; name another")
     if config.validation.max_record_bytes < 0:
         raise ConfigError(f"validation.max_record_bytes must be >= 0 (0: no limit), "
                           f"got {config.validation.max_record_bytes}")

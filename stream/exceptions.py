@@ -31,6 +31,7 @@ __all__ = [
     "SchemaRegistryUnavailableError",
     "DeliveryError",
     "KafkaFatalError",
+    "StateRestoreError",
 ]
 
 
@@ -98,3 +99,7 @@ class DeliveryError(StreamError):
 
 class KafkaFatalError(StreamError):
     """librdkafka reported an error the client cannot recover from."""
+
+
+class StateRestoreError(StreamError):
+    """Window state could not be restored from the changelog (unreadable, too slow, or of another shape)."""

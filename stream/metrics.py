@@ -53,6 +53,14 @@ class ServiceMetrics:
         self.label_cache = Gauge("streamscore_label_cache_size", "Predictions waiting for their label", registry=r)
         self.transactions_aborted = Counter(
             "streamscore_transactions_aborted", "Exactly-once batches aborted and read again", registry=r)
+        self.state_records = Counter(
+            "streamscore_state_records_written", "Window-state and marker records written to the changelog", registry=r)
+        self.state_restored = Counter(
+            "streamscore_state_entities_restored", "Entities whose windows were restored from the changelog",
+            registry=r)
+        self.restore_seconds = Histogram(
+            "streamscore_state_restore_seconds", "Reading and loading restored state, per rebalance or abort",
+            buckets=LATENCY_BUCKETS, registry=r)
 
 
 class BatchHistogram(Collector):

@@ -37,7 +37,7 @@ from stream.deadletter import DeadLetter, InputMessage, dead_letter_for
 from stream.exceptions import ConfigError, InvalidRecordError, OutOfRangeError, RecordError
 from stream.quality import QualityTracker
 
-__all__ = ["Prediction", "Predictions", "BatchResult", "BatchProcessor", "prediction_bindings"]
+__all__ = ["Prediction", "Predictions", "BatchResult", "BatchProcessor", "Replay", "prediction_bindings"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,48 @@ class BatchResult:
     def consumed(self) -> int:
         """Input events consumed: scored or dead-lettered (labels not included)."""
         return len(self.predictions) + len(self.dead_letters) - self.label_dead_letters
+
+
+@dataclass
+class Replay:
+    """Input read again after a state restore: it goes into the windows and detectors, and produces nothing.
+
+    ``until`` is, per (topic, partition) being replayed, the first offset
+    whose outputs are produced (the committed offset); ``skip`` lists keys
+    whose restored state already holds their events before an offset.
+    ``done`` keeps the ``until`` of partitions replayed to the end: a batch
+    abandoned later must not start producing below it.
+    """
+
+    until: dict[tuple[str, int], int] = field(default_factory=dict)
+    skip: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
+    done: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.until)
+
+    def delivered(self, tp: tuple[str, int], first: int) -> int:
+        """Where outputs resume for a partition whose batch from ``first`` was abandoned."""
+        return max(first, self.until.get(tp, first), self.done.get(tp, first))
+
+    def committable(self, next_offsets: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """``next_offsets`` without the partitions still short of their ``until``."""
+        until = self.until
+        if not until:
+            return dict(next_offsets)
+        return {tp: o for tp, o in next_offsets.items() if tp not in until or o >= until[tp]}
+
+    def advance(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
+        """Move the partitions read up to their ``until`` to ``done``."""
+        for tp, offset in next_offsets.items():
+            if tp in self.until and offset >= self.until[tp]:
+                self.done[tp] = self.until.pop(tp)
+                self.skip.pop(tp, None)
+
+    def forget(self, tp: tuple[str, int]) -> None:
+        self.until.pop(tp, None)
+        self.skip.pop(tp, None)
+        self.done.pop(tp, None)
 
 
 # Reader field types the processor takes for the key, the event time and the feature values.
@@ -153,8 +195,12 @@ class BatchProcessor:
         logger.info("warmed up in %.0f ms (%d scored)", (time.perf_counter() - started) * 1000,
                     len(result.predictions))
 
-    def process(self, messages: Sequence[InputMessage]) -> BatchResult:
-        """Process ``messages`` in order; bad ones become dead letters, the rest are scored."""
+    def process(self, messages: Sequence[InputMessage], replay: Replay | None = None) -> BatchResult:
+        """Process ``messages`` in order; bad ones become dead letters, the rest are scored.
+
+        Messages that ``replay`` covers update state only: no prediction, dead
+        letter or drift event comes out of them (those went out the first time).
+        """
         result = BatchResult()
         topics = [m.topic() or "" for m in messages]
         partitions = [m.partition() or 0 for m in messages]
@@ -170,9 +216,13 @@ class BatchProcessor:
             return result
         batch = self.decoder.decode([m.value() for m in messages])
         keys, bad = self._validate(batch)
+        replayed = _replayed(replay, topics, partitions, offsets) if replay else None
+        if replay and replay.skip:
+            bad.update(_skipped(replay, topics, partitions, offsets, keys, replayed))
         for row in sorted(bad):
             exc = bad[row]
-            result.dead_letters.append(dead_letter_for(messages[row], exc, exc.stage))
+            if exc is not _SKIPPED and (replayed is None or not replayed[row]):
+                result.dead_letters.append(dead_letter_for(messages[row], exc, exc.stage))
         if len(bad) == len(messages):
             return result
         rows = np.setdiff1d(np.arange(len(messages)), np.fromiter(bad, dtype=np.int64, count=len(bad))) \
@@ -180,14 +230,15 @@ class BatchProcessor:
         keys = [keys[i] for i in rows.tolist()] if bad else keys
         times = batch.numbers(self.time_field)[rows]
         values = np.column_stack([batch.numbers(f)[rows].astype(np.float64) for f in self.fields])
-        features, failed = self._features(keys, times, values)
+        features, failed = self._features(keys, times, values, np.asarray(partitions, dtype=np.int64)[rows])
         started = time.perf_counter()
         scores, score_failed = self._score(features, failed)
         result.model_seconds = time.perf_counter() - started
         failed.update(score_failed)
         if failed:  # isolated per record: those are dead-lettered, the rest go on
             for i, (stage, exc) in sorted(failed.items()):
-                result.dead_letters.append(dead_letter_for(messages[int(rows[i])], exc, stage))
+                if replayed is None or not replayed[int(rows[i])]:
+                    result.dead_letters.append(dead_letter_for(messages[int(rows[i])], exc, stage))
             kept = np.setdiff1d(np.arange(len(rows)), np.fromiter(failed, dtype=np.int64, count=len(failed)))
             rows, times, values, features = rows[kept], times[kept], values[kept], features[kept]
             keys = [keys[i] for i in kept.tolist()]
@@ -196,24 +247,33 @@ class BatchProcessor:
         topics = [topics[i] for i in rows.tolist()] if len(rows) < len(messages) else topics
         partitions_a = np.asarray(partitions, dtype=np.int64)[rows]
         offsets_a = np.asarray(offsets, dtype=np.int64)[rows]
-        result.predictions = self._encode(keys, times, topics, partitions_a, offsets_a, scores)
+        if replayed is None:
+            result.predictions = self._encode(keys, times, topics, partitions_a, offsets_a, scores)
+        else:
+            live = ~replayed[rows]
+            idx = np.flatnonzero(live).tolist()
+            result.predictions = self._encode([keys[i] for i in idx], times[live], [topics[i] for i in idx],
+                                              partitions_a[live], offsets_a[live], scores.take(live))
         if self.quality is not None:
             ids = None
             if self.id_field is not None:
                 ids = [str(v) for v in batch.values(self.id_field, rows)]
             where = list(zip(topics, partitions_a.tolist(), offsets_a.tolist()))
-            result.drift_events.extend(self.quality.observe(where, ids, times, values, features, scores))
+            events = self.quality.observe(where, ids, times, values, features, scores)
+            if replay:
+                events = [e for e in events if e.offset >= replay.until.get((e.topic, e.partition), -1)]
+            result.drift_events.extend(events)
         return result
 
-    def _features(self, keys: list[str], times: np.ndarray,
-                  values: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[str, Exception]]]:
+    def _features(self, keys: list[str], times: np.ndarray, values: np.ndarray,
+                  partitions: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[str, Exception]]]:
         """The batch's features; if the batch call fails, record by record, isolating the ones that fail.
 
         ``FeatureStore.update_arrays`` changes no state when it raises, so the
         records are retried one at a time, in arrival order.
         """
         try:
-            return self.store.update_arrays(keys, times, values), {}
+            return self.store.update_arrays(keys, times, values, partitions), {}
         except Exception as exc:  # noqa: BLE001 - isolated per record below, each failure dead-lettered
             logger.warning("computing features for a batch of %d failed (%s: %s); retrying record by record",
                            len(keys), type(exc).__name__, exc)
@@ -221,7 +281,7 @@ class BatchProcessor:
         failed: dict[int, tuple[str, Exception]] = {}
         for i, key in enumerate(keys):
             try:
-                features[i] = self.store.update_arrays([key], times[i:i + 1], values[i:i + 1])[0]
+                features[i] = self.store.update_arrays([key], times[i:i + 1], values[i:i + 1], partitions[i:i + 1])[0]
             except Exception as exc:  # noqa: BLE001 - dead-lettered with its class and message
                 failed[i] = ("features", exc)
         return features, failed
@@ -330,6 +390,28 @@ class BatchProcessor:
                 ),
                 "scored_at": now_ms,
             }
+
+
+# Marks a row that replay leaves out (its key's restored state already holds it).
+_SKIPPED = RecordError("already in the restored state")
+
+
+def _replayed(replay: Replay, topics: list[str], partitions: list[int], offsets: list[int]) -> np.ndarray:
+    """Per row: whether it is read again for state only."""
+    until = replay.until
+    return np.fromiter((o < until.get((t, p), -1) for t, p, o in zip(topics, partitions, offsets)),
+                       dtype=bool, count=len(offsets))
+
+
+def _skipped(replay: Replay, topics: list[str], partitions: list[int], offsets: list[int], keys: list[Any],
+             replayed: np.ndarray) -> dict[int, RecordError]:
+    """Replayed rows whose key's restored state already holds them."""
+    out: dict[int, RecordError] = {}
+    for i in np.flatnonzero(replayed).tolist():
+        skip = replay.skip.get((topics[i], partitions[i]))
+        if skip and offsets[i] < skip.get(keys[i], -1):
+            out[i] = _SKIPPED
+    return out
 
 
 class _WarmUpMessage:

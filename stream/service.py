@@ -18,6 +18,7 @@ import gc
 import logging
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,15 @@ from models import BatchScorer, ModelArtifact
 from models.drift import DriftMonitor
 from models.labels import LabelJoiner
 from models.scorer import limit_model_threads
-from stream.admin import admin_settings, ensure_topics
+from stream.admin import admin_settings, ensure_topics, partition_counts
+from stream.changelog import CHANGELOG_TOPIC_CONFIG, Changelog, PartitionState
 from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSource
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError, SchemaRegistryUnavailableError, StreamError
 from stream.health import HealthServer
 from stream.keepalive import KeepAlive
 from stream.metrics import ServiceMetrics
-from stream.processor import BatchProcessor, BatchResult
+from stream.processor import BatchProcessor, BatchResult, Replay
 from stream.quality import QualityTracker
 from stream.sink import PredictionSink
 from stream.source import KafkaSource
@@ -68,6 +70,7 @@ class ScoringService:
         drift_encoder: AvroEncoder | None = None,
         health: HealthServer | None = None,
         transactions: Transactions | None = None,
+        changelog: Changelog | None = None,
     ) -> None:
         self.config = config
         self.processor = processor
@@ -91,6 +94,14 @@ class ScoringService:
         self._seen_joined = 0
         self._seen_unmatched = 0
         self._in_flight: BatchResult | None = None  # produced, not yet acknowledged and committed
+        self.changelog = changelog  # window state follows its partition when set
+        self._input_topic = config.kafka.input_topics[0]
+        self._replay = Replay()  # input read again after a restore, for state only
+        self._progress: dict[int, int] = {}  # input partition -> next offset, since the last checkpoint
+        self._last_checkpoint = time.monotonic()
+        # Restores and drops decided in rebalance callbacks (possibly on the
+        # keep-alive thread), applied by the loop between batches.
+        self._rebalance_ops: deque[tuple[str, object]] = deque()
 
     def readiness(self) -> dict[str, bool]:
         """The /readyz checks: a model is loaded, partitions are assigned, the broker answers."""
@@ -140,6 +151,10 @@ class ScoringService:
         gc.collect()
         gc.freeze()
         self.source.before_revoke = self._complete_in_flight
+        if self.changelog is not None:
+            self.source.on_assigned = self._on_assigned
+            self.source.on_revoked = self._on_revoked
+            self.source.committed_timeout_s = self.config.state.restore_timeout_s
         try:
             while not self._stopping:
                 size = batch.max_size
@@ -149,6 +164,7 @@ class ScoringService:
                         break
                 # With a batch in flight, take what is already here rather than wait for more.
                 messages = self.source.poll_batch(size, 0.0 if self._in_flight is not None else wait_s)
+                self._apply_rebalance()
                 self._update_lag()
                 result = self._process(messages) if messages else None
                 if result is None:
@@ -174,7 +190,7 @@ class ScoringService:
                 except StreamError as exc:
                     logger.error("could not abort the open transaction (it times out on the broker): %s", exc)
             self._stopped.set()
-            self.source.before_revoke = None
+            self.source.before_revoke = self.source.on_assigned = self.source.on_revoked = None
             self._keep_alive.close()
             self.sink.close()
             self.source.close()
@@ -187,7 +203,7 @@ class ScoringService:
         """Score a batch; None when it must be read again (registry away, partition moved)."""
         try:
             with self._keep_alive:
-                result = self.processor.process(messages)
+                result = self.processor.process(messages, self._replay)
         except SchemaRegistryUnavailableError as exc:
             # Decoding stopped before any state changed: read the batch again later.
             self._registry_ok = False
@@ -205,9 +221,86 @@ class ScoringService:
             logger.warning("partitions %s were revoked while their batch was scored: dropping it, "
                            "reading the rest again", sorted(moved))
             self._complete_in_flight()
-            self.source.rewind({tp: o for tp, o in _first_offsets(messages).items() if tp not in moved})
+            self._apply_rebalance()
+            self.source.rewind(self._reset_state({tp: o for tp, o in _first_offsets(messages).items()
+                                                  if tp not in moved}))
             return None
+        # Offsets of input read again for state only stay where they were: the
+        # committed offset keeps meaning "outputs delivered up to here".
+        result.next_offsets = self._replay.committable(result.next_offsets)
+        self._replay.advance(result.next_offsets)
+        for (topic, partition), offset in result.next_offsets.items():
+            if topic == self._input_topic:
+                self._progress[partition] = offset
         return result
+
+    def _on_assigned(self, committed: dict[tuple[str, int], int | None]) -> dict[tuple[str, int], int]:
+        """Rebalance callback: read the new partitions' state; they start where their replay starts."""
+        assert self.changelog is not None
+        started = time.monotonic()
+        states = self.changelog.read({p: c for (t, p), c in committed.items() if t == self._input_topic})
+        self.metrics.restore_seconds.observe(time.monotonic() - started)
+        self._rebalance_ops.append(("restore", states))
+        return {(self._input_topic, p): s.resume_at for p, s in states.items() if s.resume_at is not None}
+
+    def _on_revoked(self, partitions: set[tuple[str, int]]) -> None:
+        """Rebalance callback: the state of partitions that left goes with them."""
+        self._rebalance_ops.append(("drop", {p for t, p in partitions if t == self._input_topic}))
+
+    def _apply_rebalance(self) -> None:
+        """Apply the restores and drops the rebalance callbacks decided, in order."""
+        while self._rebalance_ops:
+            op, arg = self._rebalance_ops.popleft()
+            if op == "drop":
+                for partition in arg:  # type: ignore[attr-defined]
+                    assert self.changelog is not None
+                    self.changelog.drop(partition)
+                    self._replay.forget((self._input_topic, partition))
+                    self._progress.pop(partition, None)
+            else:
+                for state in arg.values():  # type: ignore[attr-defined]
+                    self._restore(state)
+
+    def _restore(self, state: PartitionState) -> None:
+        """Load a partition's restored state and replay its input from the checkpoint to the commit."""
+        assert self.changelog is not None
+        tp = (self._input_topic, state.partition)
+        self.changelog.apply(state)
+        self.metrics.state_restored.inc(len(state.entities))
+        self._replay.forget(tp)
+        self._progress.pop(state.partition, None)
+        if state.resume_at is not None and state.committed is not None and state.resume_at < state.committed:
+            self._replay.until[tp] = state.committed
+            if state.skip:
+                self._replay.skip[tp] = state.skip
+        logger.info("restored %d entities of %s[%d]%s", len(state.entities), *tp,
+                    f"; replaying offsets {state.resume_at}-{state.committed}" if tp in self._replay.until else "")
+
+    def _reset_state(self, first: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """After a batch is abandoned: its partitions' state back to their commit; where to read from.
+
+        ``first`` is each partition's first offset in the batch. Without a
+        changelog the windows keep the abandoned events (they count twice).
+        """
+        if self.changelog is None:
+            return first
+        committed = {p: self._replay.delivered((t, p), o) for (t, p), o in first.items() if t == self._input_topic}
+        states = self.changelog.read(committed)
+        for state in states.values():
+            self._restore(state)
+        return {**first, **{(self._input_topic, p): s.resume_at for p, s in states.items() if s.resume_at is not None}}
+
+    def _maybe_checkpoint(self) -> None:
+        """Save the changed state with the batch just sent, once per checkpoint interval."""
+        if self.changelog is None or not self._progress:
+            return
+        now = time.monotonic()
+        if (now - self._last_checkpoint) * 1000 < self.config.state.checkpoint_interval_ms:
+            return
+        sent = self.changelog.checkpoint(self.sink, self._progress)
+        self.metrics.state_records.inc(sent)
+        self._progress = {}
+        self._last_checkpoint = now
 
     def _pause_for(self, seconds: float) -> None:
         """Stay in the group without reading, for ``seconds`` (or until stopped)."""
@@ -232,6 +325,7 @@ class ScoringService:
     def _produce(self, result: BatchResult) -> None:
         """At-least-once: send; the batch is in flight until ``_complete_in_flight``."""
         self._send(result)
+        self._maybe_checkpoint()
         self.stats.record_batch(result.consumed, result.model_seconds)
         self._in_flight = result
 
@@ -250,6 +344,7 @@ class ScoringService:
         assert self.transactions is not None
         self.transactions.begin()
         self._send(result)
+        self._maybe_checkpoint()
         try:
             self.transactions.commit(result.next_offsets, self.source.group_metadata())
         except (TransactionAbortedError, TransactionStuckError) as exc:
@@ -257,7 +352,7 @@ class ScoringService:
             self.metrics.transactions_aborted.inc()
             if isinstance(exc, TransactionStuckError):
                 self._replace_producer()
-            self.source.rewind(_first_offsets(messages))
+            self.source.rewind(self._reset_state(_first_offsets(messages)))
             return
         self.stats.record_batch(result.consumed, result.model_seconds)
         latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
@@ -381,7 +476,9 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     transactions = Transactions(sink) if exactly_once else None
     topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
     source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, topics_in)
-    service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder, transactions=transactions)
+    changelog = _changelog(config, processor) if config.state.changelog else None
+    service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder, transactions=transactions,
+                             changelog=changelog)
     service.thread_limits = thread_limits  # the limits hold while this handle lives
     if config.metrics.enabled:
         try:
@@ -394,6 +491,33 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
                 "set metrics.port (0 picks a free one) or metrics.enabled = false"
             ) from exc
     return service
+
+
+def _changelog(config: ServiceConfig, processor: BatchProcessor) -> Changelog:
+    """The state changelog, its topic created (or checked) with one partition per input partition."""
+    kafka, topic = config.kafka, config.state_topic
+    base = {"bootstrap.servers": kafka.bootstrap_servers}
+    admin = {**base, **admin_settings(kafka.producer)}
+    input_topic = kafka.input_topics[0]
+    counts = partition_counts(admin, [input_topic, topic])
+    wanted = counts.get(input_topic)
+    if wanted is None:
+        logger.warning("input topic %s does not exist yet: the state changelog %s is sized for "
+                       "kafka.topic_partitions = %d partitions", input_topic, topic, kafka.topic_partitions)
+        wanted = kafka.topic_partitions
+    if topic in counts:
+        if counts[topic] != wanted:
+            raise ConfigError(f"state changelog {topic} has {counts[topic]} partitions but {input_topic} has {wanted}: "
+                              "they must match (one changelog partition per input partition); delete it, or set "
+                              "state.topic to a new name")
+    elif not kafka.create_topics:
+        raise ConfigError(f"state changelog {topic} does not exist and kafka.create_topics is false: create it with "
+                          f"{wanted} partitions and cleanup.policy=compact, or set state.changelog = false")
+    else:
+        ensure_topics(admin, {topic: wanted}, {topic: CHANGELOG_TOPIC_CONFIG})
+    monitor = processor.quality.monitor if processor.quality is not None else None
+    return Changelog(topic, processor.store, monitor, {**base, **admin_settings(kafka.consumer)},
+                     config.state.restore_timeout_s)
 
 
 def _quality_tracker(

@@ -72,23 +72,24 @@ class PredictionSink:
         self._failures = []
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Queue one output; its acknowledgement is awaited by ``flush``."""
+             headers: list[tuple[str, bytes]] | None = None, partition: int = -1) -> None:
+        """Queue one output (to ``partition``, or where the partitioner puts its key); ``flush`` awaits it."""
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers)
+                self._producer.produce(topic, value=value, key=key, headers=headers, partition=partition)
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
 
-    def send_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes]) -> None:
+    def send_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes],
+                  headers: list[tuple[str, bytes]] | None = None, partition: int = -1) -> None:
         """Queue outputs in order; ``send`` for each, without its per-call overhead."""
         produce = self._producer.produce
         for key, value in zip(keys, values):
             try:
-                produce(topic, value, key)
+                produce(topic, value, key, partition, headers=headers)
             except BufferError:
-                self.send(topic, key, value)
+                self.send(topic, key, value, headers, partition)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every output sent so far is acknowledged; DeliveryError if one is not."""

@@ -50,6 +50,14 @@ class KafkaSource:
         self._pending: dict[tuple[str, int], int] = {}
         # Called first thing at revoke: the service completes its batch in flight there.
         self.before_revoke: Callable[[], None] | None = None
+        # Called at assignment with each new partition's committed offset (None:
+        # none); returns where to start reading instead, for the partitions whose
+        # state is rebuilt by reading some input again.
+        self.on_assigned: Callable[[dict[tuple[str, int], int | None]], dict[tuple[str, int], int]] | None = None
+        # Called with the partitions revoked or lost, once they are gone.
+        self.on_revoked: Callable[[set[tuple[str, int]]], None] | None = None
+        self.committed_timeout_s = 120.0
+        self._cooperative = "cooperative" in str(self._settings.get("partition.assignment.strategy", ""))
         self._topics = list(topics)
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
@@ -163,6 +171,31 @@ class KafkaSource:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
         logger.info("assigned %s", _names(partitions))
+        if self.on_assigned is None or not partitions:
+            return
+        # Committed offsets are fetched here (a transaction still open on them
+        # makes the broker answer "unstable" until it ends, which this waits out).
+        committed = consumer.committed(partitions, timeout=self.committed_timeout_s)
+        starts = self.on_assigned({(tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None
+                                   for tp in committed})
+        for tp in partitions:
+            start = starts.get((tp.topic, tp.partition))
+            if start is not None:
+                low, _high = consumer.get_watermark_offsets(tp, timeout=self.committed_timeout_s)
+                if start < low:
+                    logger.warning("%s[%d]: input from offset %d is needed to rebuild state but the topic starts at "
+                                   "%d (retention): the events before are missing from the windows",
+                                   tp.topic, tp.partition, start, low)
+                tp.offset = max(start, low)
+        if any(starts.get((tp.topic, tp.partition)) is not None for tp in partitions):
+            logger.info("reading again from %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}"
+                                                           for tp in partitions if tp.offset >= 0))
+        # Assigning here (rather than letting the client do it after this
+        # callback) is what sets the start offsets.
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Inside the run loop's poll: the batch still in flight is acknowledged
@@ -174,10 +207,15 @@ class KafkaSource:
         self.commit_pending(revoked)
         self.assigned -= revoked
         logger.info("revoked %s", _names(partitions))
+        if self.on_revoked is not None:
+            self.on_revoked(revoked)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self.assigned -= lost
         logger.warning("lost %s (their uncommitted outputs will be produced again by the new owner)", _names(partitions))
+        if self.on_revoked is not None:
+            self.on_revoked(lost)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:

@@ -26,6 +26,7 @@ def test_environment_overrides_with_types() -> None:
         "KAFKA_BOOTSTRAP_SERVERS": "10.0.0.1:9092",
         "STREAMSCORE_BATCH__MAX_SIZE": "250",
         "STREAMSCORE_KAFKA__INPUT_TOPICS": '["a", "b"]',
+        "STREAMSCORE_STATE__CHANGELOG": "false",
         "STREAMSCORE_KAFKA__CONSUMER__SESSION_TIMEOUT_MS": "30000",
         "STREAMSCORE_LOG_LEVEL": "debug",
         "UNRELATED": "x",
@@ -35,6 +36,7 @@ def test_environment_overrides_with_types() -> None:
     assert config.kafka.input_topics == ("a", "b")
     assert config.kafka.consumer == {"session.timeout.ms": 30000}
     assert config.log_level == "DEBUG"
+    assert config.state.changelog is False
 
 
 def test_streamscore_variable_beats_kafka_bootstrap_servers() -> None:
@@ -56,6 +58,9 @@ def test_streamscore_variable_beats_kafka_bootstrap_servers() -> None:
         ("", {"STREAMSCORE_CODEC__KEY_FIELD": "device"}, "codec.key_field = 'device' is not a field"),
         ("", {"STREAMSCORE_KAFKA__CONSUMER__ENABLE_AUTO_COMMIT": "true"}, "managed by streamscore"),
         ("", {"STREAMSCORE_CODEC__READER_SCHEMA": "nope"}, "no bundled schema 'nope'"),
+        ("", {"STREAMSCORE_KAFKA__INPUT_TOPICS": '["a", "b"]'}, "needs exactly one input topic"),
+        ("", {"STREAMSCORE_STATE__TOPIC": "sensor-predictions"}, "state.topic 'sensor-predictions' is already used"),
+        ("", {"STREAMSCORE_STATE__CHECKPOINT_INTERVAL_MS": "-1"}, "state.checkpoint_interval_ms must be >= 0"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, extra: str, environ: dict, message: str) -> None:

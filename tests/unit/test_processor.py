@@ -182,10 +182,10 @@ class FailingStore(FeatureStore):
         super().__init__(spec)
         self.bad_key = bad_key
 
-    def update_arrays(self, keys, times, values):
+    def update_arrays(self, keys, times, values, shards=None):
         if self.bad_key in keys:
             raise ArithmeticError(f"cannot compute features for {self.bad_key}")
-        return super().update_arrays(keys, times, values)
+        return super().update_arrays(keys, times, values, shards)
 
 
 class FailingScorer(BatchScorer):
@@ -252,3 +252,41 @@ def test_a_null_or_missing_key_or_event_time_is_dead_lettered(small_config: Serv
                                BatchScorer(small_model), AvroEncoder(OUT), "sensor_id", "ts")
     result = processor.process([FakeMessage(AvroEncoder(keyless).encode(old), 7)])
     assert len(result.predictions) == 0 and [d.reason for d in result.dead_letters] == ["InvalidRecordError"]
+
+
+def test_replayed_input_rebuilds_state_and_produces_nothing(small_config: ServiceConfig,
+                                                            small_model: ModelArtifact) -> None:
+    """A store restored as of offset 600, replayed from a marker at 400 up to a commit at 900."""
+    from stream.processor import Replay
+
+    records = [r for r, _ in sensor_events(1500, 25, seed=9)]
+    enc = AvroEncoder(SCHEMA)
+    messages = [FakeMessage(enc.encode(r), i, _partition=i % 3) for i, r in enumerate(records)]
+    messages[700] = FakeMessage(b"\xff garbage", 700, _partition=700 % 3)  # dead-lettered the first time round
+    offline = BatchScorer(small_model).score(compute_features(
+        small_config.features, [r for i, r in enumerate(records) if i != 700], "sensor_id", "ts"))
+    offline_by_offset = dict(zip([i for i in range(1500) if i != 700], offline.score.tolist()))
+
+    first = make_processor(small_config, small_model)
+    for i in range(0, 600, 150):
+        first.process(messages[i:i + 150])
+    restored = make_processor(small_config, small_model)
+    for shard in range(3):
+        keys = first.store.keys(shard)
+        restored.store.load(list(zip(keys, first.store.export(keys))), shard)
+    everyone = {r["sensor_id"] for r in records}
+    replay = Replay(until={("in", p): 900 for p in range(3)},
+                    skip={("in", p): dict.fromkeys(everyone, 600) for p in range(3)})
+
+    produced, dead = [], []
+    for i in range(400, 1500, 130):
+        result = restored.process(messages[i:i + 130], replay)
+        committable = replay.committable(result.next_offsets)
+        assert all(o >= 900 for o in committable.values())
+        replay.advance(committable)
+        produced += [AvroCodec(OUT).decode(p.value) for p in result.predictions]
+        dead += result.dead_letters
+    assert not replay and replay.done == {("in", p): 900 for p in range(3)}
+    assert [d["source_offset"] for d in produced] == list(range(900, 1500))
+    assert dead == []  # offset 700 was dead-lettered before the restore
+    assert [d["score"] for d in produced] == [offline_by_offset[o] for o in range(900, 1500)]

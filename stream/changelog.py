@@ -1,0 +1,221 @@
+"""The state changelog: each input partition's windows and drift detectors, kept in a compacted topic.
+
+Changelog partition p holds the state of input partition p. A checkpoint
+writes, for each input partition that moved since the last one, a record per
+entity whose windows changed (key ``k<entity>``, value: ``features.snapshot``
+bytes), then a marker (key ``m``, value: the partition's drift detectors).
+Every record carries the input offset it reflects (the next offset to read
+after the events it holds) and the feature spec's fingerprint. Checkpoints
+go out with a batch's outputs: inside its transaction in exactly-once mode,
+acknowledged before its offsets are committed in at-least-once mode.
+
+A restore reads the partition from its start and takes, as of the committed
+input offset C:
+
+- for each entity, its last version that reflects no offset beyond C;
+- the last marker at or before C: its offset M is where the input is read
+  again from, state only, up to C (``processor.Replay``);
+- entities whose version is newer than M (a checkpoint cut short by a crash)
+  skip their own events before that version's offset during the replay;
+- with no marker at all, nothing: the input is read again from its start.
+
+Versions beyond C only exist in at-least-once mode, written by a process
+that died between a checkpoint and its commit. They are never applied; the
+entity falls back to its version before, which compaction keeps while the
+newer one sits in the log's active segment.
+
+Security: the marker's detectors are pickled (river detectors have no other
+serial form). Anyone who can write to the changelog topic can run code in the
+scorer: grant write access to the scorer's principal only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from features import FeatureStore
+from features.snapshot import StateFormatError
+from models.drift import DriftMonitor
+from stream.exceptions import StateRestoreError
+from stream.sink import PredictionSink
+
+__all__ = ["CHANGELOG_TOPIC_CONFIG", "Changelog", "PartitionState", "select"]
+
+logger = logging.getLogger(__name__)
+
+ENTITY_PREFIX = b"k"
+MARKER_KEY = b"m"
+OFFSET_HEADER = "streamscore.state.offset"
+SPEC_HEADER = "streamscore.state.spec"
+# Compaction keeps one version per entity. Small segments let the cleaner
+# reach the older ones soon, so a restore reads little more than the state.
+CHANGELOG_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.bytes": str(64 * 1024 * 1024),
+    "min.cleanable.dirty.ratio": "0.3",
+}
+
+
+@dataclass
+class PartitionState:
+    """What a restore found for one input partition, as of its committed offset."""
+
+    partition: int
+    committed: int | None
+    entities: dict[str, bytes] = field(default_factory=dict)
+    drift: bytes = b""
+    resume_at: int | None = None  # the last checkpoint's offset M: read again from here to ``committed``
+    skip: dict[str, int] = field(default_factory=dict)  # entity -> offset its version holds events up to
+    read: int = 0  # changelog records read
+    ignored: int = 0  # versions beyond the committed offset, or of another feature spec
+
+
+def select(partition: int, committed: int | None, records: list[tuple[bytes, bytes | None, int, str]],
+           fingerprint: str) -> PartitionState:
+    """The state as of ``committed`` from a changelog partition's records, in log order.
+
+    Each record is (key, value, offset it reflects, spec fingerprint).
+    """
+    state = PartitionState(partition, committed, read=len(records))
+    if committed is None:  # nothing committed: the input starts over, and so does its state
+        state.ignored = len(records)
+        return state
+    versions: dict[str, tuple[int, bytes]] = {}
+    for key, value, offset, spec in records:
+        if spec != fingerprint or offset < 0 or offset > committed:
+            state.ignored += 1
+            continue
+        if key == MARKER_KEY:
+            state.resume_at, state.drift = offset, value or b""
+        elif key.startswith(ENTITY_PREFIX):
+            entity = key[len(ENTITY_PREFIX):].decode()
+            if value is None:
+                versions.pop(entity, None)
+            else:
+                versions[entity] = (offset, value)
+    if state.resume_at is None:
+        # Input committed but never checkpointed (the changelog is new, or the
+        # scorer died before its first checkpoint): rebuild from the start.
+        state.ignored += len(versions)
+        state.resume_at = 0
+        return state
+    for entity, (offset, value) in versions.items():
+        state.entities[entity] = value
+        if offset > state.resume_at:
+            state.skip[entity] = offset
+    return state
+
+
+class Changelog:
+    """Writes checkpoints of a store (and drift monitor) and restores them per partition."""
+
+    def __init__(self, topic: str, store: FeatureStore, monitor: DriftMonitor | None,
+                 reader_settings: Mapping[str, Any], timeout_s: float) -> None:
+        self.topic = topic
+        self.store = store
+        self.monitor = monitor
+        self.timeout_s = timeout_s
+        self._reader_settings = {
+            **reader_settings,
+            "group.id": f"{topic}-restore",  # never joined or committed: partitions are assigned
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+
+    def checkpoint(self, sink: PredictionSink, progress: Mapping[int, int]) -> int:
+        """Send each partition's changed entities, then its marker; returns the records sent.
+
+        ``progress`` maps input partitions to the next offset to read: the
+        offset the state reflects.
+        """
+        sent = 0
+        for partition, offset in progress.items():
+            headers = [(SPEC_HEADER, self.store.fingerprint.encode()), (OFFSET_HEADER, str(offset).encode())]
+            entities = self.store.dirty(partition)
+            sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in entities], self.store.export(entities),
+                           headers=headers, partition=partition)
+            drift = self.monitor.export(partition) if self.monitor is not None else b""
+            sink.send(self.topic, MARKER_KEY, drift, headers=headers, partition=partition)
+            self.store.clean(partition)
+            sent += len(entities) + 1
+        return sent
+
+    def read(self, committed: Mapping[int, int | None]) -> dict[int, PartitionState]:
+        """Each partition's state as of its committed input offset (None: none committed).
+
+        Reads the changelog partitions to their end (read_committed);
+        StateRestoreError if that takes longer than the restore timeout.
+        """
+        if not committed:
+            return {}
+        started = time.monotonic()
+        records: dict[int, list[tuple[bytes, bytes | None, int, str]]] = {p: [] for p in committed}
+        consumer = Consumer(self._reader_settings)
+        try:
+            todo = set(committed)  # an empty partition reports its end at once too
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(todo)])
+            deadline = started + self.timeout_s
+            while todo:
+                if time.monotonic() > deadline:
+                    raise StateRestoreError(f"restoring {self.topic} partitions {sorted(todo)} took over "
+                                            f"{self.timeout_s:.0f}s (state.restore_timeout_s)")
+                for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+                    err = msg.error()
+                    if err is None:
+                        records[msg.partition()].append(_record(msg))
+                    elif err.code() == KafkaError._PARTITION_EOF:
+                        todo.discard(msg.partition())
+                    elif err.fatal():
+                        raise StateRestoreError(f"reading {self.topic}: {err.str()}")
+                    else:  # a leader moving, a broker restarting: the client retries
+                        logger.warning("reading %s: %s", self.topic, err.str())
+        except KafkaException as exc:
+            raise StateRestoreError(f"reading the state changelog {self.topic}: {exc}") from exc
+        finally:
+            consumer.close()
+        states = {p: select(p, committed[p], records[p], self.store.fingerprint) for p in committed}
+        n_read = sum(s.read for s in states.values())
+        logger.info("read %d state records of %s partitions %s in %.2fs: %d entities to restore",
+                    n_read, self.topic, sorted(committed), time.monotonic() - started,
+                    sum(len(s.entities) for s in states.values()))
+        ignored = sum(s.ignored for s in states.values())
+        if ignored:
+            logger.warning("%d state records ignored: newer than the committed offsets (a scorer died between a "
+                           "checkpoint and its commit), of another feature spec, or with nothing committed", ignored)
+        return states
+
+    def apply(self, state: PartitionState) -> None:
+        """Replace the partition's windows and detectors with the restored ones."""
+        self.store.drop(state.partition)
+        if self.monitor is not None:
+            self.monitor.drop(state.partition)
+        try:
+            self.store.load(list(state.entities.items()), state.partition)
+        except StateFormatError as exc:
+            raise StateRestoreError(f"state of {self.topic}[{state.partition}] does not load: {exc}") from exc
+        if self.monitor is not None and state.drift:
+            self.monitor.load(state.partition, state.drift)
+
+    def drop(self, partition: int) -> None:
+        """Forget the partition's windows and detectors (it moved to another process)."""
+        self.store.drop(partition)
+        if self.monitor is not None:
+            self.monitor.drop(partition)
+
+
+def _record(msg: Any) -> tuple[bytes, bytes | None, int, str]:
+    headers = dict(msg.headers() or ())
+    try:
+        offset = int(headers.get(OFFSET_HEADER, b"-1"))
+    except ValueError:
+        offset = -1
+    spec = headers.get(SPEC_HEADER, b"").decode(errors="replace")
+    return msg.key() or b"", msg.value(), offset, spec
