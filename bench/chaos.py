@@ -10,7 +10,11 @@ ids, runs `streamscore run` as a child process, and hurts it:
   every kill lands mid-stream;
 - "broker": SIGKILL a broker of its own (a second one, on its own log dir)
   while the scorer runs, check that the scorer stays up and reports not
-  ready, and restart the broker on the same log dir.
+  ready, and restart the broker on the same log dir;
+- "determinism" (exactly-once): a live stream scored by one worker that
+  becomes three, one of which is then SIGKILLed, leaving two; every score
+  must equal that of one worker scoring the same stream uninterrupted
+  (`determinism_mismatches`, and the state restore times seen).
 
 Then the output topic is read with isolation.level=read_committed and each
 input is matched to its predictions: `lost` inputs have none, `duplicates`
@@ -30,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -83,6 +88,8 @@ class Outcome:
     broker_restarts: int = 0
     order_held: bool = True
     not_ready_seen: bool | None = None  # broker scenario: /readyz said 503 while the broker was away
+    determinism_mismatches: int | None = None  # determinism scenario: sources whose score is not the reference's
+    restore_seconds: list[float] = field(default_factory=list)  # state restores seen in the scorers' logs
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -129,6 +136,17 @@ class Scorer:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM, and the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout_s)
+
+    def restore_seconds(self) -> list[float]:
+        """How long each state restore took, from the log."""
+        return [float(line.rsplit(" in ", 1)[1].split("s:")[0]) for line in self.log().splitlines()
+                if " state records of " in line]
 
     def wait(self, timeout_s: float) -> int:
         """The exit code; RuntimeError with the log's tail if it does not exit in time (it is killed)."""
@@ -335,6 +353,140 @@ def broker_scenario(mode: str, model: Path, events: int = 50_000, outage_s: floa
             broker.clean()
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
+
+
+# Determinism scenario: the live rate, and when workers join and one dies (shares of outputs).
+DETERMINISM_RATE = 2500.0
+JOIN_AT, KILL_AT = 0.15, 0.5
+
+
+def determinism_scenario(bootstrap: str, model: Path, events: int = 50_000, seed: int = 13) -> Outcome:
+    """Exactly-once: 1 worker, then 3, then 2 after a SIGKILL, against one uninterrupted worker on the same input."""
+    topic = f"chaos-determinism-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+    ensure_topics({"bootstrap.servers": bootstrap}, {topic: PARTITIONS})
+    outcome = Outcome("exactly_once", "determinism", inputs=events)
+    feed: dict[str, list[tuple[int, int]]] = {}
+
+    def produce_live() -> None:
+        result = produce_events({"bootstrap.servers": bootstrap}, topic, sensor_events(events, KEYS, seed, rate=1000.0),
+                                AvroEncoder(load_schema("sensor_reading")), "sensor_id", rate=DETERMINISM_RATE,
+                                keep_positions=True, progress=lambda _t: None)
+        feed["positions"] = result.positions or []
+
+    def env(run: str, worker: str = "") -> dict[str, str]:
+        base = scorer_env(bootstrap, topic, "exactly_once", model)
+        # dynamic membership, so that a killed worker's partitions move on
+        base.pop("STREAMSCORE_KAFKA__CONSUMER__GROUP_INSTANCE_ID")
+        return {**base,
+                **_prefixed({"kafka__group_id": f"{topic}-{run}", "kafka__output_topic": f"{topic}-{run}-out",
+                             "kafka__dead_letter_topic": f"{topic}-{run}-dlq", "drift__topic": f"{topic}-{run}-drift",
+                             "processing__transactional_id": f"{topic}-{run}-{worker}",
+                             "kafka__consumer__session_timeout_ms": 6000,
+                             # a killed worker's open transaction is aborted (and its partitions
+                             # restorable) soon after this
+                             "kafka__producer__transaction_timeout_ms": 10000})}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = _log_dir(tmp)
+        workers = {name: Scorer(env("scaled", name), logs / name) for name in ("a", "b", "c")}
+        for w in workers.values():
+            w.log_dir.mkdir(parents=True, exist_ok=True)
+        feeder = threading.Thread(target=produce_live)
+        feeder.start()
+        reader = _SourceReader(bootstrap, f"{topic}-scaled-out")
+        try:
+            workers["a"].start()
+            reader.wait_for(int(events * JOIN_AT), workers.values())
+            workers["b"].start()
+            workers["c"].start()
+            say(f"determinism: 3 workers from {len(reader.sources):,} outputs")
+            reader.wait_for(int(events * KILL_AT), workers.values())
+            workers["b"].kill()
+            outcome.scorer_kills = 1
+            outcome.outputs_at_kills.append(len(reader.sources))
+            say(f"determinism: killed a worker at {len(reader.sources):,} outputs; 2 left")
+            feeder.join()
+            reader.wait_for(events, [workers["a"], workers["c"]], timeout_s=FINISH_TIMEOUT_S)
+            for name in ("a", "c"):
+                if workers[name].stop() != 0:
+                    raise RuntimeError(f"worker {name} did not stop cleanly:\n{workers[name].log()[-3000:]}")
+            scaled = reader.finish()
+        finally:
+            reader.close()
+            for w in workers.values():
+                if w.proc is not None and w.proc.poll() is None:
+                    w.kill()
+            feeder.join()
+        outcome.restore_seconds = [t for w in workers.values() for t in w.restore_seconds()]
+        reference = Scorer(env("reference", "r"), logs / "reference")
+        reference.log_dir.mkdir(parents=True, exist_ok=True)
+        reference.start(max_events=events)
+        if reference.wait(timeout_s=FINISH_TIMEOUT_S) != 0:
+            raise RuntimeError(f"the reference scorer failed:\n{reference.log()[-3000:]}")
+    expected = _scores(read_all(bootstrap, f"{topic}-reference-out"))
+    positions = feed["positions"]
+    outcome.outputs = sum(len(v) for v in scaled.values())
+    outcome.lost = sum(1 for pos in positions if pos not in scaled)
+    outcome.duplicates = sum(len(v) - 1 for v in scaled.values())
+    outcome.determinism_mismatches = sum(
+        1 for pos in positions if scaled.get(pos) != expected.get(pos) or len(expected.get(pos, [])) != 1)
+    outcome.seconds = round(time.monotonic() - started, 1)
+    return outcome
+
+
+class _SourceReader:
+    """Reads a prediction topic (read_committed) as it fills: the scores of each source (partition, offset)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4().hex[:8]}",
+                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                   "isolation.level": "read_committed"})
+        self._consumer.subscribe([topic])
+        self._codec = AvroCodec(load_schema("prediction"))
+        self.sources: dict[tuple[int, int], list[float]] = defaultdict(list)
+
+    def read(self, timeout_s: float = 0.2) -> int:
+        got = [m for m in self._consumer.consume(num_messages=5000, timeout=timeout_s) if m.error() is None]
+        for msg in got:
+            p = self._codec.decode(msg.value())
+            self.sources[(p["source_partition"], p["source_offset"])].append(p["score"])
+        return len(got)
+
+    def wait_for(self, count: int, scorers: Any, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until ``count`` sources have a prediction; RuntimeError if a scorer exits or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.sources) < count:
+            self.read()
+            for s in scorers:
+                if s.proc is not None and s.proc.poll() is not None and s.proc.returncode != -signal.SIGKILL:
+                    raise RuntimeError(f"a scorer exited ({s.proc.returncode}):\n{s.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(self.sources):,} of {count:,} outputs after {timeout_s:.0f}s")
+
+    def finish(self, settle_s: float = 3.0) -> dict[tuple[int, int], list[float]]:
+        """Everything, once nothing new came for ``settle_s``."""
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < settle_s:
+            if self.read(0.5):
+                quiet_since = time.monotonic()
+        return dict(self.sources)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _scores(messages: list[Any]) -> dict[tuple[int, int], list[float]]:
+    codec = AvroCodec(load_schema("prediction"))
+    out: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for msg in messages:
+        p = codec.decode(msg.value())
+        out[(p["source_partition"], p["source_offset"])].append(p["score"])
+    return dict(out)
+
+
+def _prefixed(settings: dict[str, Any]) -> dict[str, str]:
+    return {f"STREAMSCORE_{k.upper()}": str(v) for k, v in settings.items()}
 
 
 def _log_dir(tmp: str) -> Path:

@@ -273,8 +273,9 @@ class ScoringService:
             self._replay.until[tp] = state.committed
             if state.skip:
                 self._replay.skip[tp] = state.skip
-        logger.info("restored %d entities of %s[%d]%s", len(state.entities), *tp,
-                    f"; replaying offsets {state.resume_at}-{state.committed}" if tp in self._replay.until else "")
+        if state.entities or tp in self._replay.until:
+            logger.info("restored %d entities of %s[%d]%s", len(state.entities), *tp,
+                        f"; replaying offsets {state.resume_at}-{state.committed}" if tp in self._replay.until else "")
 
     def _reset_state(self, first: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         """After a batch is abandoned: its partitions' state back to their commit; where to read from.

@@ -59,3 +59,17 @@ def test_a_restarted_scorer_scores_as_if_it_never_stopped(
         assert mismatches == 0
     else:
         assert mismatches > 100  # the windows started empty twice
+
+
+def test_scores_are_identical_whether_one_worker_or_a_changing_set_scores_the_stream(
+        kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    """Exactly-once, 50,000 events over 8 partitions: 1 worker, then 3, then 2 after a SIGKILL (bench/chaos.py)."""
+    from bench.chaos import determinism_scenario
+
+    outcome = determinism_scenario(kafka_bootstrap, small_model.path, events=50_000)
+    print(f"determinism: {outcome.determinism_mismatches} mismatches, restores {outcome.restore_seconds}, "
+          f"killed at {outcome.outputs_at_kills}, {outcome.seconds}s")
+    assert outcome.scorer_kills == 1 and 0 < outcome.outputs_at_kills[0] < outcome.inputs
+    assert (outcome.lost, outcome.duplicates) == (0, 0)
+    assert outcome.determinism_mismatches == 0
+    assert outcome.restore_seconds, "partitions moved with their state"
