@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean drift-report bench-drift-cost bench chaos
+.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean drift-report bench-drift-cost bench-state bench chaos
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
@@ -31,8 +31,11 @@ drift-report: $(STAMP)  ## detection delay and false alarms per detector: bench/
 bench-drift-cost: $(STAMP)  ## throughput with default drift monitoring vs without, as a ratio
 	scripts/local-kafka with $(BIN)/python bench/drift_cost.py
 
-chaos: $(STAMP)  ## scorer kills and broker restarts in both delivery modes: bench/results/chaos.json
+chaos: $(STAMP)  ## scorer kills, broker restarts, workers joining and dying: bench/results/chaos.json
 	scripts/local-kafka with $(BIN)/python bench/chaos.py
+
+bench-state: $(STAMP)  ## state changelog: restore time and memory for 100,000 keys, throughput with vs without
+	scripts/local-kafka with $(BIN)/python bench/state_cost.py
 
 venv: $(STAMP)
 

@@ -1,6 +1,6 @@
 """Fault scenarios on a real broker: scorer kills and broker restarts, in both delivery modes.
 
-    scripts/local-kafka with .venv/bin/python bench/chaos.py [--events N] [--kills K]
+    scripts/local-kafka with .venv/bin/python bench/chaos.py [--events N] [--kills K] [--determinism-events N]
 
 Each scenario pre-produces N sensor events with unique (partition, offset)
 ids, runs `streamscore run` as a child process, and hurts it:
@@ -514,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--broker-events", type=int, default=50_000)
+    parser.add_argument("--determinism-events", type=int, default=50_000)
     args = parser.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -531,11 +532,19 @@ def main(argv: list[str] | None = None) -> int:
         broker = broker_scenario(mode, model, args.broker_events)
         say(f"{mode}: {_line(broker)}")
         results[mode] = {"kills": asdict(kills), "broker": asdict(broker)}
+    say(f"exactly_once: {args.determinism_events:,} events, 1 -> 3 -> 2 workers (one SIGKILLed) against one worker")
+    determinism = determinism_scenario(bootstrap, model, args.determinism_events)
+    say(f"exactly_once: {_line(determinism)}")
+    results["exactly_once"]["determinism"] = asdict(determinism)
+    summary = {**results, "determinism_mismatches": determinism.determinism_mismatches,
+               "restore_seconds": determinism.restore_seconds}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "chaos.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "chaos.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"wrote {RESULTS / 'chaos.json'}")
     bad = [f"{m}/{s}" for m, r in results.items() for s, o in r.items()
            if o["lost"] or not o["order_held"] or (m == "exactly_once" and o["duplicates"])]
+    if determinism.determinism_mismatches:
+        bad.append("exactly_once/determinism")
     if bad:
         say(f"guarantee broken in: {', '.join(bad)}")
         return 1
@@ -545,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
 def _line(o: Outcome) -> str:
     return (f"{o.scenario}: inputs {o.inputs:,}, outputs {o.outputs:,}, lost {o.lost}, duplicates {o.duplicates}, "
             f"kills {o.scorer_kills}, broker restarts {o.broker_restarts}, order held {o.order_held}, "
-            f"not ready seen {o.not_ready_seen}, {o.seconds:.0f}s")
+            f"not ready seen {o.not_ready_seen}, determinism mismatches {o.determinism_mismatches}, "
+            f"restores {o.restore_seconds} s, {o.seconds:.0f}s")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ class WindowState:
         self.pos[:, 0] = 0
         self.capacity = cap
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.vals, self.times, self.front, self.back, self.shift, self.pos))
+
     def key_count(self, slot: int) -> int:
         return int(self.pos[slot, 1])
 

@@ -177,6 +177,12 @@ class FeatureStore:
         self._shard[slots] = shard
         self._dirty[slots] = True
 
+    def reserve(self, keys: int) -> None:
+        """Room for ``keys`` more keys in one step (a restore of many keys grows once, not once per doubling)."""
+        needed = len(self._keys) - len(self._free) + keys
+        for state, *_ in self._windows:
+            state.grow_slots(needed)
+
     def drop(self, shard: int) -> int:
         """Forget every key of ``shard`` (its partition moved away); returns how many."""
         slots = self._slots_of(shard)
@@ -188,6 +194,11 @@ class FeatureStore:
                 state.pos[slot] = 0
         self._dirty[slots] = False
         return len(slots)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the window arrays (capacity included)."""
+        return sum(state.nbytes for state, *_ in self._windows)
 
     def held(self, key: str) -> list[int]:
         """How many events each window holds for ``key`` (for tests and memory accounting)."""

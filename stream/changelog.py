@@ -195,6 +195,12 @@ class Changelog:
                            "checkpoint and its commit), of another feature spec, or with nothing committed", ignored)
         return states
 
+    def apply_all(self, states: Mapping[int, PartitionState]) -> None:
+        """``apply`` each partition's state, with room for all of their entities made first."""
+        self.store.reserve(sum(len(s.entities) for s in states.values()))
+        for state in states.values():
+            self.apply(state)
+
     def apply(self, state: PartitionState) -> None:
         """Replace the partition's windows and detectors with the restored ones."""
         self.store.drop(state.partition)

@@ -258,14 +258,18 @@ class ScoringService:
                     self._replay.forget((self._input_topic, partition))
                     self._progress.pop(partition, None)
             else:
-                for state in arg.values():  # type: ignore[attr-defined]
-                    self._restore(state)
+                self._restore(arg)  # type: ignore[arg-type]
 
-    def _restore(self, state: PartitionState) -> None:
-        """Load a partition's restored state and replay its input from the checkpoint to the commit."""
+    def _restore(self, states: dict[int, PartitionState]) -> None:
+        """Load restored partitions' state and replay their input from the checkpoint to the commit."""
         assert self.changelog is not None
+        self.changelog.apply_all(states)
+        for state in states.values():
+            self._replay_to_commit(state)
+
+    def _replay_to_commit(self, state: PartitionState) -> None:
+        """Read a restored partition again from its checkpoint to its commit, for state only."""
         tp = (self._input_topic, state.partition)
-        self.changelog.apply(state)
         self.metrics.state_restored.inc(len(state.entities))
         self._replay.forget(tp)
         self._progress.pop(state.partition, None)
@@ -287,8 +291,7 @@ class ScoringService:
             return first
         committed = {p: self._replay.delivered((t, p), o) for (t, p), o in first.items() if t == self._input_topic}
         states = self.changelog.read(committed)
-        for state in states.values():
-            self._restore(state)
+        self._restore(states)
         return {**first, **{(self._input_topic, p): s.resume_at for p, s in states.items() if s.resume_at is not None}}
 
     def _maybe_checkpoint(self) -> None:
