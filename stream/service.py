@@ -97,8 +97,9 @@ class ScoringService:
         self.changelog = changelog  # window state follows its partition when set
         self._input_topic = config.kafka.input_topics[0]
         self._replay = Replay()  # input read again after a restore, for state only
-        self._progress: dict[int, int] = {}  # input partition -> next offset, since the last checkpoint
-        self._last_checkpoint = time.monotonic()
+        self._progress: dict[int, int] = {}  # input partition -> next offset, since its last checkpoint
+        self._checkpointed_at: dict[int, float] = {}  # input partition -> when its state was last saved
+        self._started = time.monotonic()
         # Restores and drops decided in rebalance callbacks (possibly on the
         # keep-alive thread), applied by the loop between batches.
         self._rebalance_ops: deque[tuple[str, object]] = deque()
@@ -295,26 +296,26 @@ class ScoringService:
         return {**first, **{(self._input_topic, p): s.resume_at for p, s in states.items() if s.resume_at is not None}}
 
     def _maybe_checkpoint(self) -> None:
-        """Save the changed state with the batch just sent, once per checkpoint interval."""
+        """Save changed state with the batch just sent: each partition once per checkpoint interval.
+
+        One due partition per batch (more only when they fall a whole
+        interval behind), so that the work is spread over batches instead of
+        delaying one batch by all of it.
+        """
         if self.changelog is None or not self._progress:
             return
         now = time.monotonic()
-        if (now - self._last_checkpoint) * 1000 < self.config.state.checkpoint_interval_ms:
+        interval = self.config.state.checkpoint_interval_ms / 1000.0
+        due = sorted((self._checkpointed_at.get(p, self._started), p) for p in self._progress)
+        due = [(at, p) for at, p in due if now - at >= interval]
+        if not due:
             return
-        sent = self.changelog.checkpoint(self.sink, self._progress)
-        self.metrics.state_records.inc(sent)
-        self._progress = {}
-        self._last_checkpoint = now
-
-    def _pause_for(self, seconds: float) -> None:
-        """Stay in the group without reading, for ``seconds`` (or until stopped)."""
-        self.source.pause()
-        try:
-            deadline = time.monotonic() + seconds
-            while not self._stopping and time.monotonic() < deadline:
-                self.source.keep_alive(0.2)
-        finally:
-            self.source.resume()
+        if interval > 0:
+            due = due[:1] + [(at, p) for at, p in due[1:] if now - at >= 2 * interval]
+        progress = {p: self._progress.pop(p) for _, p in due}
+        self.metrics.state_records.inc(self.changelog.checkpoint(self.sink, progress))
+        for p in progress:
+            self._checkpointed_at[p] = now
 
     def _send(self, result: BatchResult) -> None:
         """Hand a batch's predictions, dead letters and drift events to the producer."""

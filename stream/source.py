@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream.config import redact
 from stream.exceptions import KafkaFatalError
@@ -62,8 +63,27 @@ class KafkaSource:
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def poll_batch(self, max_size: int, timeout_s: float) -> list[Message]:
-        """Up to ``max_size`` messages, waiting at most ``timeout_s``; errors are filtered out."""
-        messages = self._consumer.consume(num_messages=max_size, timeout=timeout_s)
+        """Up to ``max_size`` messages; errors are filtered out.
+
+        Waits for the batch to fill until its first message is ``timeout_s``
+        old, counted from that message's Kafka timestamp (clamped to
+        [0, ``timeout_s``] against clock skew): messages that queued up while
+        the previous batch was scored have already waited, and do not wait
+        ``timeout_s`` more. With nothing queued it waits up to ``timeout_s``
+        for a first message.
+        """
+        consume = self._consumer.consume
+        messages = consume(num_messages=max_size, timeout=0)
+        if timeout_s > 0 and len(messages) < max_size:
+            if not messages:
+                first = self._consumer.poll(timeout_s)
+                messages = [first] if first is not None else []
+            if messages:
+                kind, stamp = messages[0].timestamp()
+                age = time.time() - stamp / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE else 0.0
+                left = timeout_s - min(max(age, 0.0), timeout_s)
+                if left > 0:
+                    messages.extend(consume(num_messages=max_size - len(messages), timeout=left))
         if self._fatal is not None:
             raise KafkaFatalError(f"consumer fatal error: {self._fatal.str()}")
         good = []

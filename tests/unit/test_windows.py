@@ -241,3 +241,36 @@ def test_array_batches_equal_event_batches_and_reject_non_finite_values() -> Non
     clean.update_arrays(keys, times, values)
     nxt = (keys[:3], times[:3] + 1000, values[:3] + 0.5)
     assert np.array_equal(store.update_arrays(*nxt), clean.update_arrays(*nxt))
+
+
+def test_growth_prepared_ahead_gives_the_same_features_as_growth_on_demand(monkeypatch) -> None:
+    """Rings doubled into memory prepared over earlier batches hold exactly what a plain doubling holds."""
+    import features.kernel as kernel
+
+    spec = FeatureSpec(fields=FIELDS, windows=(WindowSpec("time", seconds=60, aggregates=AGGREGATES),))
+    events = make_events(seed=11, n=6_000, n_keys=20)
+
+    used_prepared = []
+    grow = kernel.WindowState.grow_capacity
+
+    def spy(self, needed):
+        if self._next is not None and needed > self.capacity:  # noqa: SLF001
+            used_prepared.append(self.capacity)
+        grow(self, needed)
+
+    def features(prepare: bool) -> np.ndarray:
+        monkeypatch.setattr(kernel.WindowState, "grow_capacity", spy)
+        if not prepare:
+            monkeypatch.setattr(kernel.WindowState, "prepare_growth", lambda self, steps=16: None)
+        store = FeatureStore(spec)
+        out = np.concatenate([store.update_many(events[i:i + 50]) for i in range(0, len(events), 50)])
+        monkeypatch.undo()
+        return out, store._windows[0][0].capacity  # noqa: SLF001
+
+    prepared, cap_prepared = features(prepare=True)
+    assert used_prepared, "some doubling used prepared memory"
+    used_prepared.clear()
+    plain, cap_plain = features(prepare=False)
+    assert not used_prepared
+    assert cap_prepared == cap_plain >= 64  # the rings doubled several times
+    assert np.array_equal(prepared, plain)
