@@ -155,9 +155,11 @@ class StateConfig:
     changelog: bool = True
     # Default "<group_id>-state". One partition per input partition.
     topic: str | None = None
-    # State is saved with the commit of the first batch after this long
-    # (0: with every batch). A restore replays at most this much input.
-    checkpoint_interval_ms: int = 1000
+    # Each partition's state is saved with the first batch after this long
+    # (0: with every batch). A restore reads again at most this much input.
+    # On a 1,000,000-event backlog, 1 s checkpoints cost 6-15% of throughput
+    # and 5 s ones 0.5% (bench/state_cost.py).
+    checkpoint_interval_ms: int = 5000
     # How long a restore may wait for committed offsets and the changelog.
     restore_timeout_s: float = 120.0
 
