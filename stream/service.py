@@ -295,27 +295,29 @@ class ScoringService:
         self._restore(states)
         return {**first, **{(self._input_topic, p): s.resume_at for p, s in states.items() if s.resume_at is not None}}
 
-    def _maybe_checkpoint(self) -> None:
+    def _maybe_checkpoint(self) -> dict[int, int]:
         """Save changed state with the batch just sent: each partition once per checkpoint interval.
 
         One due partition per batch (more only when they fall a whole
         interval behind), so that the work is spread over batches instead of
-        delaying one batch by all of it.
+        delaying one batch by all of it. Returns the partitions saved, with
+        the offsets their state reflects.
         """
         if self.changelog is None or not self._progress:
-            return
+            return {}
         now = time.monotonic()
         interval = self.config.state.checkpoint_interval_ms / 1000.0
         due = sorted((self._checkpointed_at.get(p, self._started), p) for p in self._progress)
         due = [(at, p) for at, p in due if now - at >= interval]
         if not due:
-            return
+            return {}
         if interval > 0:
             due = due[:1] + [(at, p) for at, p in due[1:] if now - at >= 2 * interval]
         progress = {p: self._progress.pop(p) for _, p in due}
         self.metrics.state_records.inc(self.changelog.checkpoint(self.sink, progress))
         for p in progress:
             self._checkpointed_at[p] = now
+        return progress
 
     def _send(self, result: BatchResult) -> None:
         """Hand a batch's predictions, dead letters and drift events to the producer."""
@@ -349,7 +351,7 @@ class ScoringService:
         assert self.transactions is not None
         self.transactions.begin()
         self._send(result)
-        self._maybe_checkpoint()
+        saved = self._maybe_checkpoint()
         try:
             self.transactions.commit(result.next_offsets, self.source.group_metadata())
         except (TransactionAbortedError, TransactionStuckError) as exc:
@@ -357,7 +359,10 @@ class ScoringService:
             self.metrics.transactions_aborted.inc()
             if isinstance(exc, TransactionStuckError):
                 self._replace_producer()
-            self.source.rewind(self._reset_state(_first_offsets(messages)))
+            # A checkpoint aborted with the batch took its partitions' changes
+            # with it: those partitions are reset too, from their commit.
+            first = {(self._input_topic, p): o for p, o in saved.items()}
+            self.source.rewind(self._reset_state({**first, **_first_offsets(messages)}))
             return
         self.stats.record_batch(result.consumed, result.model_seconds)
         latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
