@@ -89,7 +89,7 @@ class Outcome:
     order_held: bool = True
     not_ready_seen: bool | None = None  # broker scenario: /readyz said 503 while the broker was away
     determinism_mismatches: int | None = None  # determinism scenario: sources whose score is not the reference's
-    restore_seconds: list[float] = field(default_factory=list)  # state restores seen in the scorers' logs
+    restore_seconds: list[float] = field(default_factory=list)  # state reads seen in the scorers' logs (per assignment)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -285,6 +285,7 @@ def kill_scenario(bootstrap: str, mode: str, model: Path, events: int = 100_000,
                         raise RuntimeError(f"scorer exited early ({scorer.proc.returncode}):\n{scorer.log()[-3000:]}")
                     time.sleep(0.02)
                 scorer.kill()
+                outcome.restore_seconds += scorer.restore_seconds()
                 outcome.scorer_kills += 1
                 outcome.outputs_at_kills.append(count)
                 say(f"{mode}: killed the scorer at {count:,} outputs ({k + 1}/{kills})")
@@ -294,6 +295,7 @@ def kill_scenario(bootstrap: str, mode: str, model: Path, events: int = 100_000,
         code = scorer.wait(timeout_s=FINISH_TIMEOUT_S)
         if code != 0:
             raise RuntimeError(f"the last scorer exited with {code}:\n{scorer.log()[-3000:]}")
+        outcome.restore_seconds += scorer.restore_seconds()
     verify(bootstrap, topic, positions, outcome)
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
@@ -348,6 +350,7 @@ def broker_scenario(mode: str, model: Path, events: int = 50_000, outage_s: floa
             code = scorer.wait(timeout_s=FINISH_TIMEOUT_S)
             if code != 0:
                 raise RuntimeError(f"the scorer exited with {code}:\n{scorer.log()[-3000:]}")
+            outcome.restore_seconds += scorer.restore_seconds()
             verify(bootstrap, topic, positions, outcome)
         finally:
             broker.clean()
