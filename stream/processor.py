@@ -192,6 +192,9 @@ class BatchProcessor:
                                  self.encoder, self.key_field, self.time_field)
         started = time.perf_counter()
         result = scratch.process([_WarmUpMessage(body, offset) for offset in range(64)])
+        # and the state changelog's kernels: a checkpoint saves keys, a restore loads them
+        keys = scratch.store.keys(0)
+        FeatureStore(self.store.spec).load(list(zip(keys, scratch.store.export(keys))), shard=0)
         logger.info("warmed up in %.0f ms (%d scored)", (time.perf_counter() - started) * 1000,
                     len(result.predictions))
 

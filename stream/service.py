@@ -319,6 +319,16 @@ class ScoringService:
             self._checkpointed_at[p] = now
         return progress
 
+    def _pause_for(self, seconds: float) -> None:
+        """Stay in the group without reading, for ``seconds`` (or until stopped)."""
+        self.source.pause()
+        try:
+            deadline = time.monotonic() + seconds
+            while not self._stopping and time.monotonic() < deadline:
+                self.source.keep_alive(0.2)
+        finally:
+            self.source.resume()
+
     def _send(self, result: BatchResult) -> None:
         """Hand a batch's predictions, dead letters and drift events to the producer."""
         kafka = self.config.kafka

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream.config import redact
-from stream.exceptions import KafkaFatalError
+from stream.exceptions import KafkaFatalError, StateRestoreError
 
 __all__ = ["CONSUMER_DEFAULTS", "KafkaSource"]
 
@@ -195,7 +195,11 @@ class KafkaSource:
             return
         # Committed offsets are fetched here (a transaction still open on them
         # makes the broker answer "unstable" until it ends, which this waits out).
-        committed = consumer.committed(partitions, timeout=self.committed_timeout_s)
+        try:
+            committed = consumer.committed(partitions, timeout=self.committed_timeout_s)
+        except KafkaException as exc:
+            raise StateRestoreError(f"could not fetch the committed offsets of {_names(partitions)} within "
+                                    f"{self.committed_timeout_s:.0f}s (state.restore_timeout_s): {exc}") from exc
         starts = self.on_assigned({(tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None
                                    for tp in committed})
         for tp in partitions:

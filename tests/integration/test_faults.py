@@ -216,7 +216,8 @@ def test_workers_share_the_partitions_of_one_group(kafka_bootstrap: str, small_m
     topic = unique("workers")
     events = [r for r, _ in sensor_events(20_000, 200, seed=15)]
     # live input while the second worker joins and takes partitions over
-    _, feeder = live_feed(kafka_bootstrap, topic, events, 2000, partitions=8, rate=4000.0)
+    # (10 s of it, so that the second worker joins while events still come, however slow its start)
+    _, feeder = live_feed(kafka_bootstrap, topic, events, 2000, partitions=8, rate=1800.0)
     config = service_config(kafka_bootstrap, small_model.path, topic)
     env = {**os.environ, **service_environ(kafka_bootstrap, small_model.path, topic)}
     proc = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--config", str(ROOT / "examples" / "sensor.toml"),
