@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: E402
 
-from bench.throughput import env_for  # noqa: E402
+from bench.throughput import MODEL, broker_with_model, env_for  # noqa: E402
 from schemas import load_schema  # noqa: E402
 from stream.admin import ensure_topics  # noqa: E402
 from stream.codec import AvroCodec, AvroEncoder  # noqa: E402
@@ -59,6 +59,7 @@ CONFIG = ROOT / "examples" / "sensor.toml"
 RESULTS = ROOT / "bench" / "results"
 LOCAL_KAFKA = ROOT / "scripts" / "local-kafka"
 MODES = ("at_least_once", "exactly_once")
+PREDICTION = AvroCodec(load_schema("prediction"))
 PARTITIONS = 8
 KEYS = 500
 # Small batches, so that a run lasts long enough to be killed several times.
@@ -232,13 +233,12 @@ def read_all(bootstrap: str, topic: str, settle_s: float = 3.0, timeout_s: float
 
 def verify(bootstrap: str, topic: str, positions: list[tuple[int, int]], outcome: Outcome) -> None:
     """Match every input to its predictions (and dead letters); fill counts and the order check."""
-    codec = AvroCodec(load_schema("prediction"))
     predictions = read_all(bootstrap, topic + "-out")
     dead = read_all(bootstrap, topic + "-dlq", settle_s=1.0)
     seen: dict[tuple[int, int], int] = defaultdict(int)
     by_key: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
     for msg in sorted(predictions, key=lambda m: (m.partition(), m.offset())):
-        p = codec.decode(msg.value())
+        p = PREDICTION.decode(msg.value())
         source = (p["source_partition"], p["source_offset"])
         seen[source] += 1
         by_key[msg.key()].append(source)
@@ -446,14 +446,11 @@ class _SourceReader:
                                    "auto.offset.reset": "earliest", "enable.auto.commit": False,
                                    "isolation.level": "read_committed"})
         self._consumer.subscribe([topic])
-        self._codec = AvroCodec(load_schema("prediction"))
         self.sources: dict[tuple[int, int], list[float]] = defaultdict(list)
 
     def read(self, timeout_s: float = 0.2) -> int:
         got = [m for m in self._consumer.consume(num_messages=5000, timeout=timeout_s) if m.error() is None]
-        for msg in got:
-            p = self._codec.decode(msg.value())
-            self.sources[(p["source_partition"], p["source_offset"])].append(p["score"])
+        _add_scores(self.sources, got)
         return len(got)
 
     def wait_for(self, count: int, scorers: Any, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -480,12 +477,16 @@ class _SourceReader:
 
 
 def _scores(messages: list[Any]) -> dict[tuple[int, int], list[float]]:
-    codec = AvroCodec(load_schema("prediction"))
+    """The scores of each source (partition, offset) among prediction messages."""
     out: dict[tuple[int, int], list[float]] = defaultdict(list)
-    for msg in messages:
-        p = codec.decode(msg.value())
-        out[(p["source_partition"], p["source_offset"])].append(p["score"])
+    _add_scores(out, messages)
     return dict(out)
+
+
+def _add_scores(into: dict[tuple[int, int], list[float]], messages: list[Any]) -> None:
+    for msg in messages:
+        p = PREDICTION.decode(msg.value())
+        into[(p["source_partition"], p["source_offset"])].append(p["score"])
 
 
 def _prefixed(settings: dict[str, Any]) -> dict[str, str]:
@@ -519,13 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-events", type=int, default=50_000)
     parser.add_argument("--determinism-events", type=int, default=50_000)
     args = parser.parse_args(argv)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        say("set KAFKA_BOOTSTRAP_SERVERS or run through scripts/local-kafka with")
+    bootstrap = broker_with_model()
+    if bootstrap is None:
         return 2
-    model = ROOT / "artifacts" / "sensor-model"
-    subprocess.run([sys.executable, "-m", "stream.cli", "train", "--config", str(CONFIG), "--out", str(model),
-                    "--if-needed"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    model = MODEL
     results: dict[str, dict[str, Any]] = {}
     for mode in MODES:
         say(f"{mode}: {args.events:,} events, {args.kills} scorer kills")

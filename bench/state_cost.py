@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
 import uuid
@@ -40,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.throughput import CONFIG, MODEL, RESULTS, measure_run, produce, say, streamscore  # noqa: E402
+from bench.throughput import CONFIG, RESULTS, broker_with_model, measure_run, produce, say  # noqa: E402
 from features import FeatureStore  # noqa: E402
 from stream.admin import ensure_topics  # noqa: E402
 from stream.changelog import CHANGELOG_TOPIC_CONFIG, Changelog  # noqa: E402
@@ -144,12 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="backlog for the throughput rounds")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        say("set KAFKA_BOOTSTRAP_SERVERS or run through scripts/local-kafka with")
+    bootstrap = broker_with_model()
+    if bootstrap is None:
         return 2
-    subprocess.run(streamscore("train", "--config", str(CONFIG), "--out", str(MODEL), "--if-needed"),
-                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     result = {"throughput": throughput_cost(bootstrap, args.events, args.rounds),
               "restore": restore_cost(bootstrap, args.keys, args.events_per_key)}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,17 @@ def env_for(bootstrap: str, topic: str, group: str, **settings: Any) -> dict[str
     return env
 
 
+def broker_with_model() -> str | None:
+    """KAFKA_BOOTSTRAP_SERVERS, once the demo model is trained (if it was not); None, said why, without it."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        say("set KAFKA_BOOTSTRAP_SERVERS or run through scripts/local-kafka with")
+        return None
+    subprocess.run(streamscore("train", "--config", str(CONFIG), "--out", str(MODEL), "--if-needed"),
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return bootstrap
+
+
 def child(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, float]:
     """Run a child, return its JSON summary (last stdout line), CPU seconds and peak RSS in MB."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -139,13 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads((RESULTS / "latest.json").read_text())
         plot(saved["batch_size_sweep"], {int(k): v for k, v in saved["latency"].items()}, RESULTS / "throughput.png")
         return 0
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        say("set KAFKA_BOOTSTRAP_SERVERS or run through scripts/local-kafka with")
+    bootstrap = broker_with_model()
+    if bootstrap is None:
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
-    subprocess.run(streamscore("train", "--config", str(CONFIG), "--out", str(MODEL), "--if-needed"),
-                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     say(f"pre-producing {args.events:,} sensor events to {topic}")
     started = time.monotonic()

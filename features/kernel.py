@@ -149,8 +149,9 @@ def update_windows(
     """Fold a batch into one window spec's state and write its aggregates into ``out``.
 
     ``size`` > 0 makes a count window; otherwise ``span_ms`` is a time window's span.
+    ``reserve`` must have been called for this batch (the store reserves every
+    window before it updates any).
     """
-    reserve(state, slots, size)
     _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride,
             state.vals, state.times, state.front, state.back, state.shift, state.pos, state.capacity)
 

@@ -33,10 +33,7 @@ def ensure_topics(
 ) -> list[str]:
     """Create each missing topic with the given partition count; return the names created."""
     admin = AdminClient(dict(settings))
-    try:
-        existing = set(admin.list_topics(timeout=CREATE_TIMEOUT_S).topics)
-    except KafkaException as exc:
-        raise StreamError(f"cannot list topics on {settings.get('bootstrap.servers')}: {exc}") from exc
+    existing = set(_topics(admin, settings))
     missing = [name for name in topics if name not in existing]
     if not missing:
         return []
@@ -59,10 +56,14 @@ def ensure_topics(
 
 def partition_counts(settings: Mapping[str, Any], topics: list[str]) -> dict[str, int]:
     """The partition count of each of ``topics`` that exists."""
-    admin = AdminClient(dict(settings))
-    try:
-        metadata = admin.list_topics(timeout=CREATE_TIMEOUT_S).topics
-    except KafkaException as exc:
-        raise StreamError(f"cannot list topics on {settings.get('bootstrap.servers')}: {exc}") from exc
+    metadata = _topics(AdminClient(dict(settings)), settings)
     return {name: len(metadata[name].partitions) for name in topics
             if name in metadata and metadata[name].error is None}
+
+
+def _topics(admin: AdminClient, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The cluster's topic metadata by name; StreamError when it does not answer."""
+    try:
+        return admin.list_topics(timeout=CREATE_TIMEOUT_S).topics
+    except KafkaException as exc:
+        raise StreamError(f"cannot list topics on {settings.get('bootstrap.servers')}: {exc}") from exc

@@ -203,9 +203,7 @@ class Changelog:
 
     def apply(self, state: PartitionState) -> None:
         """Replace the partition's windows and detectors with the restored ones."""
-        self.store.drop(state.partition)
-        if self.monitor is not None:
-            self.monitor.drop(state.partition)
+        self.drop(state.partition)
         try:
             self.store.load(list(state.entities.items()), state.partition)
         except StateFormatError as exc:

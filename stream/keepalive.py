@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
-__all__ = ["KeepAlive"]
+__all__ = ["KeepAlive", "hold"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,16 @@ class Pausable(Protocol):
     def pause(self) -> None: ...
     def keep_alive(self, timeout_s: float) -> None: ...
     def resume(self) -> None: ...
+
+
+def hold(source: Pausable, done: Callable[[], bool], poll_s: float = POLL_S) -> None:
+    """Stay in the group without reading until ``done()``: pause, poll while paused, resume."""
+    source.pause()
+    try:
+        while not done():
+            source.keep_alive(poll_s)
+    finally:
+        source.resume()
 
 
 class KeepAlive:
@@ -75,18 +86,14 @@ class KeepAlive:
             self.pauses += 1
             logger.info("batch still being scored after %.0fs: pausing the consumer meanwhile", self._after_s)
             try:
-                self._source.pause()
-                while True:
-                    with self._cond:
-                        if self._busy_since is None:
-                            break
-                    self._source.keep_alive(POLL_S)
+                hold(self._source, self._batch_done)
             except Exception:  # the loop must not wait forever on a helper that died
                 logger.exception("keeping the consumer alive failed")
             finally:
-                try:
-                    self._source.resume()
-                finally:
-                    with self._cond:
-                        self._polling = False
-                        self._cond.notify_all()
+                with self._cond:
+                    self._polling = False
+                    self._cond.notify_all()
+
+    def _batch_done(self) -> bool:
+        with self._cond:
+            return self._busy_since is None

@@ -220,17 +220,19 @@ class BatchProcessor:
         batch = self.decoder.decode([m.value() for m in messages])
         keys, bad = self._validate(batch)
         replayed = _replayed(replay, topics, partitions, offsets) if replay else None
-        if replay and replay.skip:
-            bad.update(_skipped(replay, topics, partitions, offsets, keys, replayed))
         for row in sorted(bad):
-            exc = bad[row]
-            if exc is not _SKIPPED and (replayed is None or not replayed[row]):
+            if replayed is None or not replayed[row]:
+                exc = bad[row]
                 result.dead_letters.append(dead_letter_for(messages[row], exc, exc.stage))
-        if len(bad) == len(messages):
+        # rows left out: the bad ones, and replayed ones already in their key's restored state
+        dropped = set(bad)
+        if replay and replay.skip:
+            dropped |= _skipped(replay, topics, partitions, offsets, keys, replayed)
+        if len(dropped) == len(messages):
             return result
-        rows = np.setdiff1d(np.arange(len(messages)), np.fromiter(bad, dtype=np.int64, count=len(bad))) \
-            if bad else np.arange(len(messages))
-        keys = [keys[i] for i in rows.tolist()] if bad else keys
+        rows = np.setdiff1d(np.arange(len(messages)), np.fromiter(dropped, dtype=np.int64, count=len(dropped))) \
+            if dropped else np.arange(len(messages))
+        keys = [keys[i] for i in rows.tolist()] if dropped else keys
         times = batch.numbers(self.time_field)[rows]
         values = np.column_stack([batch.numbers(f)[rows].astype(np.float64) for f in self.fields])
         features, failed = self._features(keys, times, values, np.asarray(partitions, dtype=np.int64)[rows])
@@ -395,10 +397,6 @@ class BatchProcessor:
             }
 
 
-# Marks a row that replay leaves out (its key's restored state already holds it).
-_SKIPPED = RecordError("already in the restored state")
-
-
 def _replayed(replay: Replay, topics: list[str], partitions: list[int], offsets: list[int]) -> np.ndarray:
     """Per row: whether it is read again for state only."""
     until = replay.until
@@ -407,13 +405,13 @@ def _replayed(replay: Replay, topics: list[str], partitions: list[int], offsets:
 
 
 def _skipped(replay: Replay, topics: list[str], partitions: list[int], offsets: list[int], keys: list[Any],
-             replayed: np.ndarray) -> dict[int, RecordError]:
+             replayed: np.ndarray) -> set[int]:
     """Replayed rows whose key's restored state already holds them."""
-    out: dict[int, RecordError] = {}
+    out = set()
     for i in np.flatnonzero(replayed).tolist():
         skip = replay.skip.get((topics[i], partitions[i]))
         if skip and offsets[i] < skip.get(keys[i], -1):
-            out[i] = _SKIPPED
+            out.add(i)
     return out
 
 

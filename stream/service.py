@@ -34,7 +34,7 @@ from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSou
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError, SchemaRegistryUnavailableError, StreamError
 from stream.health import HealthServer
-from stream.keepalive import KeepAlive
+from stream.keepalive import KeepAlive, hold
 from stream.metrics import ServiceMetrics
 from stream.processor import BatchProcessor, BatchResult, Replay
 from stream.quality import QualityTracker
@@ -237,11 +237,20 @@ class ScoringService:
 
     def _on_assigned(self, committed: dict[tuple[str, int], int | None]) -> dict[tuple[str, int], int]:
         """Rebalance callback: read the new partitions' state; they start where their replay starts."""
+        states = self._read_state({p: c for (t, p), c in committed.items() if t == self._input_topic})
+        self._rebalance_ops.append(("restore", states))
+        return self._starts(states)
+
+    def _read_state(self, committed: dict[int, int | None]) -> dict[int, PartitionState]:
+        """The changelog's state of these input partitions as of their committed offsets."""
         assert self.changelog is not None
         started = time.monotonic()
-        states = self.changelog.read({p: c for (t, p), c in committed.items() if t == self._input_topic})
+        states = self.changelog.read(committed)
         self.metrics.restore_seconds.observe(time.monotonic() - started)
-        self._rebalance_ops.append(("restore", states))
+        return states
+
+    def _starts(self, states: dict[int, PartitionState]) -> dict[tuple[str, int], int]:
+        """Where restored partitions are read from: their last checkpoint, when they have one."""
         return {(self._input_topic, p): s.resume_at for p, s in states.items() if s.resume_at is not None}
 
     def _on_revoked(self, partitions: set[tuple[str, int]]) -> None:
@@ -291,9 +300,9 @@ class ScoringService:
         if self.changelog is None:
             return first
         committed = {p: self._replay.delivered((t, p), o) for (t, p), o in first.items() if t == self._input_topic}
-        states = self.changelog.read(committed)
+        states = self._read_state(committed)
         self._restore(states)
-        return {**first, **{(self._input_topic, p): s.resume_at for p, s in states.items() if s.resume_at is not None}}
+        return {**first, **self._starts(states)}
 
     def _maybe_checkpoint(self) -> dict[int, int]:
         """Save changed state with the batch just sent: each partition once per checkpoint interval.
@@ -321,13 +330,8 @@ class ScoringService:
 
     def _pause_for(self, seconds: float) -> None:
         """Stay in the group without reading, for ``seconds`` (or until stopped)."""
-        self.source.pause()
-        try:
-            deadline = time.monotonic() + seconds
-            while not self._stopping and time.monotonic() < deadline:
-                self.source.keep_alive(0.2)
-        finally:
-            self.source.resume()
+        deadline = time.monotonic() + seconds
+        hold(self.source, lambda: self._stopping or time.monotonic() >= deadline)
 
     def _send(self, result: BatchResult) -> None:
         """Hand a batch's predictions, dead letters and drift events to the producer."""
