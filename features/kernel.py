@@ -25,14 +25,16 @@ import math
 import numpy as np
 from numba import njit
 
+from features.prepared import PreparedArrays, Shapes, nbytes
+
 __all__ = ["AGG_CODES", "WindowState", "reserve", "update_windows"]
 
 # Aggregate name -> code the kernel switches on.
 AGG_CODES = {"mean": 0, "std": 1, "min": 2, "max": 3, "sum": 4, "count": 5, "last": 6, "delta": 7, "ewma": 8}
-# A doubling of time-window rings is prepared over this many batches
-# (WindowState.prepare_growth), when its new arrays take at most
-# PREPARE_MAX_BYTES: beyond that, memory matters more than one stall.
-PREPARE_STEPS = 16
+# A doubling of time-window rings is prepared ahead by a helper thread
+# (WindowState.prepare_growth) when its new arrays take at most
+# PREPARE_MAX_BYTES: beyond that, holding twice the memory ahead of a doubling
+# that may never come matters more than one stall.
 PREPARE_MAX_BYTES = 256 * 2**20
 # Summary components, the last axis of the summary arrays.
 N_, MEAN, M2, SUM, LO, HI, EWN, EWD, DEC = range(9)
@@ -52,10 +54,9 @@ class WindowState:
         self.shift = np.zeros((slots, n_fields))
         # per slot: head (oldest position), count, front length, max event time
         self.pos = np.zeros((slots, 4), dtype=np.int64)
-        # Rings of twice the capacity, allocated ahead and written a slice per
-        # batch (``prepare_growth``), so that growing only copies the held values.
-        self._next: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._touched = 0  # elements of the next front array written so far
+        # Rings of twice the capacity, zeroed ahead by a helper thread
+        # (``prepare_growth``), so that growing only copies the held values.
+        self._next: PreparedArrays | None = None
 
     @property
     def slots(self) -> int:
@@ -81,47 +82,36 @@ class WindowState:
             cap *= 2
         if cap == self.capacity:
             return
-        ready = self._next
-        if ready is not None and ready[0].shape == (self.slots, self.n_fields, cap):
-            vals, times, front = ready
-        else:
-            vals = np.empty((self.slots, self.n_fields, cap))
-            times = np.empty((self.slots, cap), dtype=np.int64)
-            front = np.empty((self.slots, self.n_fields, cap, N_COMPONENTS))
-        self._next, self._touched = None, 0
+        shapes = self._ring_shapes(cap)
+        ready = self._next.take() if self._next is not None and self._next.shapes == shapes else None
+        self._next = None
+        if ready is None:
+            ready = {name: np.empty(shape, dtype=dtype) for name, (shape, dtype) in shapes.items()}
+        vals, times, front = ready["vals"], ready["times"], ready["front"]
         _unroll(self.vals, self.times, self.front, self.pos, vals, times, front)
         self.vals, self.times, self.front = vals, times, front
         self.pos[:, 0] = 0
         self.capacity = cap
 
-    def prepare_growth(self, steps: int = PREPARE_STEPS) -> None:
-        """Do 1/``steps`` of the next doubling's page faults now, once a ring is half full.
+    def prepare_growth(self) -> None:
+        """Have the next doubling's rings zeroed by a helper thread, once a ring is half full.
 
         A doubling writes into fresh memory, and the first write to each page
-        costs the kernel a fault: 50 ms for 38 MB, measured. Done a slice at a
-        time over the batches before the rings fill, that leaves the copy of
-        the held values for the doubling: at 5,000 events/s over 1,024 keys,
-        doublings stalled a batch 26, 26 and 67 ms before, 2, 5 and 14 ms after.
+        costs a page fault: on a VM whose memory the host has not backed yet,
+        zeroing 38 MB of doubled rings for 1,024 keys took ~130 ms. Prepared
+        ahead, that leaves the copy of the held values for the doubling.
         """
         if int(self.pos[:, 1].max(initial=0)) * 2 < self.capacity:
             return
-        shape = (self.slots, self.n_fields, self.capacity * 2)
-        if np.prod(shape) * (N_COMPONENTS + 2) * 8 > PREPARE_MAX_BYTES:
-            return
-        if self._next is None or self._next[0].shape != shape:
-            self._next = (np.empty(shape), np.empty((self.slots, self.capacity * 2), dtype=np.int64),
-                          np.empty((*shape, N_COMPONENTS)))
-            self._touched = 0
-        vals, times, front = self._next
-        flat = front.reshape(-1)
-        if self._touched >= flat.size:
-            return
-        if self._touched == 0:
-            vals.fill(0.0)
-            times.fill(0)
-        step = -(-flat.size // steps)
-        flat[self._touched:self._touched + step] = 0.0
-        self._touched += step
+        shapes = self._ring_shapes(self.capacity * 2)
+        if (self._next is None or self._next.shapes != shapes) and nbytes(shapes) <= PREPARE_MAX_BYTES:
+            self._next = PreparedArrays(shapes)
+
+    def _ring_shapes(self, capacity: int) -> Shapes:
+        """The arrays whose last axis is the ring, at ``capacity``."""
+        f64, i64 = np.dtype(np.float64), np.dtype(np.int64)
+        return {"vals": ((self.slots, self.n_fields, capacity), f64), "times": ((self.slots, capacity), i64),
+                "front": ((self.slots, self.n_fields, capacity, N_COMPONENTS), f64)}
 
     @property
     def nbytes(self) -> int:
