@@ -29,7 +29,7 @@ from models.drift import DriftMonitor
 from models.labels import LabelJoiner
 from models.scorer import limit_model_threads
 from stream.admin import admin_settings, ensure_topics, partition_counts
-from stream.changelog import CHANGELOG_TOPIC_CONFIG, Changelog, PartitionState
+from stream.changelog import CHANGELOG_TOPIC_CONFIG, Changelog, CheckpointDelivery, CheckpointSchedule, PartitionState
 from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSource
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError, SchemaRegistryUnavailableError, StreamError
@@ -71,6 +71,7 @@ class ScoringService:
         health: HealthServer | None = None,
         transactions: Transactions | None = None,
         changelog: Changelog | None = None,
+        checkpoints: CheckpointDelivery | None = None,
     ) -> None:
         self.config = config
         self.processor = processor
@@ -95,11 +96,11 @@ class ScoringService:
         self._seen_unmatched = 0
         self._in_flight: BatchResult | None = None  # produced, not yet acknowledged and committed
         self.changelog = changelog  # window state follows its partition when set
+        self.checkpoints = checkpoints  # at-least-once: the changelog's own producer
         self._input_topic = config.kafka.input_topics[0]
         self._replay = Replay()  # input read again after a restore, for state only
         self._progress: dict[int, int] = {}  # input partition -> next offset, since its last checkpoint
-        self._checkpointed_at: dict[int, float] = {}  # input partition -> when its state was last saved
-        self._started = time.monotonic()
+        self._schedule = CheckpointSchedule(config.state.checkpoint_interval_ms / 1000.0, time.monotonic())
         # Restores and drops decided in rebalance callbacks (possibly on the
         # keep-alive thread), applied by the loop between batches.
         self._rebalance_ops: deque[tuple[str, object]] = deque()
@@ -151,7 +152,7 @@ class ScoringService:
         # ~120 ms every few seconds. Frozen, they are never scanned again.
         gc.collect()
         gc.freeze()
-        self.source.before_revoke = self._complete_in_flight
+        self.source.before_revoke = self._hand_over
         if self.changelog is not None:
             self.source.on_assigned = self._on_assigned
             self.source.on_revoked = self._on_revoked
@@ -182,7 +183,7 @@ class ScoringService:
                 else:
                     self._complete_in_flight()
                     self._produce(result)
-            self._complete_in_flight()
+            self._hand_over()
             self.source.commit_pending()
         finally:
             if self.transactions is not None:
@@ -194,6 +195,8 @@ class ScoringService:
             self.source.before_revoke = self.source.on_assigned = self.source.on_revoked = None
             self._keep_alive.close()
             self.sink.close()
+            if self.checkpoints is not None:
+                self.checkpoints.sink.close()
             self.source.close()
             if self.health is not None:
                 self.health.stop()
@@ -305,27 +308,22 @@ class ScoringService:
         return {**first, **self._starts(states)}
 
     def _maybe_checkpoint(self) -> dict[int, int]:
-        """Save changed state with the batch just sent: each partition once per checkpoint interval.
+        """Save changed state with the batch just sent, as the checkpoint schedule says.
 
-        One due partition per batch (more only when they fall a whole
-        interval behind), so that the work is spread over batches instead of
-        delaying one batch by all of it. Returns the partitions saved, with
-        the offsets their state reflects.
+        Returns the partitions saved, with the offsets their state reflects.
         """
         if self.changelog is None or not self._progress:
             return {}
         now = time.monotonic()
-        interval = self.config.state.checkpoint_interval_ms / 1000.0
-        due = sorted((self._checkpointed_at.get(p, self._started), p) for p in self._progress)
-        due = [(at, p) for at, p in due if now - at >= interval]
+        due = self._schedule.due(self._progress, now)
         if not due:
             return {}
-        if interval > 0:
-            due = due[:1] + [(at, p) for at, p in due[1:] if now - at >= 2 * interval]
-        progress = {p: self._progress.pop(p) for _, p in due}
-        self.metrics.state_records.inc(self.changelog.checkpoint(self.sink, progress))
-        for p in progress:
-            self._checkpointed_at[p] = now
+        progress = {p: self._progress.pop(p) for p in due}
+        sink = self.sink if self.checkpoints is None else self.checkpoints.sink
+        self.metrics.state_records.inc(self.changelog.checkpoint(sink, progress))
+        if self.checkpoints is not None:
+            self.checkpoints.sent((self._input_topic, p) for p in progress)
+        self._schedule.saved(progress, now)
         return progress
 
     def _pause_for(self, seconds: float) -> None:
@@ -350,15 +348,26 @@ class ScoringService:
         self.stats.record_batch(result.consumed, result.model_seconds)
         self._in_flight = result
 
-    def _complete_in_flight(self) -> None:
-        """Wait for the batch in flight to be acknowledged, then commit its offsets (also run at revoke)."""
+    def _complete_in_flight(self, wait_for_state: bool = False) -> None:
+        """Wait for the batch in flight to be acknowledged, then commit its offsets.
+
+        Offsets of partitions whose checkpoint is not acknowledged yet are
+        held and committed by a later call; ``wait_for_state`` waits for it.
+        """
         result, self._in_flight = self._in_flight, None
-        if result is None:
-            return
-        self.sink.flush()
-        latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
-        self.source.commit(result.next_offsets)
-        self._record_metrics(result, latencies)
+        offsets: dict[tuple[str, int], int] = {}
+        if result is not None:
+            self.sink.flush()
+            latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
+            self._record_metrics(result, latencies)
+            offsets = result.next_offsets
+        if self.checkpoints is not None:
+            offsets = self.checkpoints.committable(offsets, wait=wait_for_state)
+        self.source.commit(offsets)
+
+    def _hand_over(self) -> None:
+        """At revocation and stop: the batch in flight and every checkpoint acknowledged, their offsets committed."""
+        self._complete_in_flight(wait_for_state=True)
 
     def _commit_transaction(self, result: BatchResult, messages: list) -> None:
         """Exactly-once: the batch's outputs and input offsets in one transaction; rewound if it aborts."""
@@ -501,8 +510,10 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
     source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, topics_in)
     changelog = _changelog(config, processor) if config.state.changelog else None
+    # exactly-once: checkpoints go in the batch's transaction, on its producer
+    checkpoints = CheckpointDelivery(PredictionSink(producer)) if changelog is not None and not exactly_once else None
     service = ScoringService(config, processor, source, sink, stats, metrics, drift_encoder, transactions=transactions,
-                             changelog=changelog)
+                             changelog=changelog, checkpoints=checkpoints)
     service.thread_limits = thread_limits  # the limits hold while this handle lives
     if config.metrics.enabled:
         try:

@@ -97,17 +97,21 @@ class PredictionSink:
             timeout_s = self.flush_timeout_s
         deadline = time.monotonic() + timeout_s
         while True:
-            if self._fatal is not None:
-                raise KafkaFatalError(f"producer fatal error: {self._fatal.str()}")
+            self._raise_fatal()
             left = deadline - time.monotonic()
             remaining = self._producer.flush(max(0.0, min(left, 1.0)))
             if remaining == 0:
                 break
             if left <= 0:
                 raise DeliveryError(f"{remaining} outputs not acknowledged within {timeout_s:.0f}s")
-        if self._failures:
-            failures, self._failures = self._failures, []
-            raise DeliveryError(f"{len(failures)} outputs failed; first: {failures[0]}")
+        self._raise_failures()
+
+    def settled(self) -> bool:
+        """Whether every output sent so far is acknowledged, without waiting; raises as ``flush`` does."""
+        self._raise_fatal()
+        self._producer.poll(0)  # serves the failures' delivery reports
+        self._raise_failures()
+        return len(self._producer) == 0
 
     def close(self) -> None:
         """Flush what is queued; errors are logged, since the offsets were not committed anyway."""
@@ -115,6 +119,15 @@ class PredictionSink:
             self.flush(timeout_s=10.0)
         except (DeliveryError, KafkaFatalError) as exc:
             logger.error("outputs lost at close (their inputs stay uncommitted): %s", exc)
+
+    def _raise_fatal(self) -> None:
+        if self._fatal is not None:
+            raise KafkaFatalError(f"producer fatal error: {self._fatal.str()}")
+
+    def _raise_failures(self) -> None:
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryError(f"{len(failures)} outputs failed; first: {failures[0]}")
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

@@ -1,8 +1,8 @@
-"""Which changelog records a restore takes, as of the committed input offset (no broker)."""
+"""Which changelog records a restore takes, as of the committed input offset, and which offsets wait for a checkpoint (no broker)."""
 
 from __future__ import annotations
 
-from stream.changelog import ENTITY_PREFIX, MARKER_KEY, select
+from stream.changelog import ENTITY_PREFIX, MARKER_KEY, CheckpointDelivery, CheckpointSchedule, select
 
 SPEC = "spec-1"
 
@@ -57,3 +57,71 @@ def test_a_later_log_entry_wins_even_with_a_lower_offset() -> None:
     log = LOG[:5] + [entity("a", b"a@250-dead", 250), marker(250)] + [entity("a", b"a@240", 240), marker(240)]
     state = select(0, 260, log, SPEC)
     assert state.resume_at == 240 and state.entities["a"] == b"a@240"
+
+
+class FakeSink:
+    """Acknowledges checkpoints when the test says so."""
+
+    def __init__(self) -> None:
+        self.acked = False
+        self.flushes = 0
+
+    def settled(self) -> bool:
+        return self.acked
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.acked = True
+
+
+def test_offsets_of_a_checkpointed_partition_wait_for_its_checkpoint_and_the_rest_do_not() -> None:
+    sink = FakeSink()
+    delivery = CheckpointDelivery(sink)  # type: ignore[arg-type]
+    assert delivery.committable({("in", 0): 10, ("in", 1): 20}) == {("in", 0): 10, ("in", 1): 20}
+    delivery.sent([("in", 0)])
+    # partition 0's checkpoint is in flight: its offsets are held, later ones too; partition 1 goes on
+    assert delivery.committable({("in", 0): 11, ("in", 1): 21}) == {("in", 1): 21}
+    assert delivery.committable({("in", 0): 12}) == {}
+    assert delivery.committable({}) == {}
+    sink.acked = True
+    # acknowledged: the newest held offset goes with the next commit
+    assert delivery.committable({("in", 1): 22}) == {("in", 0): 12, ("in", 1): 22}
+    assert delivery.committable({}) == {}
+    assert sink.flushes == 0
+
+
+def test_waiting_for_checkpoints_leaves_nothing_held() -> None:
+    sink = FakeSink()
+    delivery = CheckpointDelivery(sink)  # type: ignore[arg-type]
+    delivery.sent([("in", 3)])
+    assert delivery.committable({("in", 3): 7}) == {}
+    assert delivery.committable({("in", 3): 9}, wait=True) == {("in", 3): 9}
+    assert sink.flushes == 1
+    assert delivery.committable({}, wait=True) == {}
+    assert sink.flushes == 1  # nothing was waiting any more
+
+
+def test_checkpoints_come_once_per_interval_spread_evenly_over_the_partitions() -> None:
+    schedule = CheckpointSchedule(interval_s=4.0, started=0.0)
+    saved: list[tuple[float, int]] = []
+    now = 0.0
+    while now < 12.0:  # a batch every 50 ms, every partition moving
+        for p in schedule.due(range(4), now):
+            saved.append((now, p))
+            schedule.saved([p], now)
+        now = round(now + 0.05, 2)
+    times = [t for t, _ in saved]
+    # first round from 4 s on, one partition a second (4 s / 4 partitions), then each again 4 s later
+    assert times == [4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
+    assert [p for _, p in saved] == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def test_a_partition_a_whole_interval_late_is_saved_at_once_and_zero_means_every_batch() -> None:
+    schedule = CheckpointSchedule(interval_s=1.0, started=0.0)
+    assert schedule.due([0, 1, 2], 0.5) == []
+    assert schedule.due([0, 1, 2], 1.0) == [0]
+    schedule.saved([0], 1.0)
+    assert schedule.due([0, 1, 2], 1.1) == []  # within a third of the interval of the last save
+    assert schedule.due([0, 1, 2], 2.0) == [1, 2]  # both are two intervals behind their last save
+    every = CheckpointSchedule(interval_s=0.0, started=0.0)
+    assert every.due([3, 1], 0.0) == [1, 3]
