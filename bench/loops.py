@@ -1,10 +1,12 @@
-"""The two reference loops of bench/throughput.py, each run in a child process.
+"""The reference loops of bench/throughput.py, each run in a child process.
 
     python bench/loops.py ceiling TOPIC N   # consume and decode only
     python bench/loops.py naive TOPIC N     # per event: poll, decode, features, one-row predict_proba, produce
+    python bench/loops.py feed TOPIC N      # a live feed's arrival age at a plain consumer, no scoring
 
 Settings come from the sensor example plus STREAMSCORE_* variables, as for
-the service. Prints one JSON line: events, seconds, eps.
+the service. Prints one JSON line: events, seconds, eps (ceiling, naive), or
+the arrival age of each event in milliseconds (feed).
 """
 
 from __future__ import annotations
@@ -92,10 +94,35 @@ def naive(config, topic: str, n: int) -> dict:
     return {"events": done, "seconds": seconds, "eps": done / seconds}
 
 
+def feed(config, topic: str, n: int) -> dict:
+    """How old each event of a live feed is when a plain consumer has it: the floor under end-to-end latency.
+
+    The consumer uses the service's consumer defaults and takes whatever has
+    arrived without waiting for a batch; age is receive time minus the
+    Kafka timestamp (the load generator's create time).
+    """
+    consumer = Consumer({**CONSUMER_DEFAULTS, "bootstrap.servers": config.kafka.bootstrap_servers,
+                         "group.id": f"feed-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    while not consumer.assignment():
+        consumer.poll(0.1)
+    print("assigned", file=sys.stderr, flush=True)
+    ages = np.empty(n)
+    done = 0
+    while done < n:
+        for msg in consumer.consume(num_messages=n - done, timeout=0.002):
+            if msg.error():
+                continue
+            ages[done] = time.time() * 1000.0 - msg.timestamp()[1]
+            done += 1
+    consumer.close()
+    return {"events": done, "ages_ms": ages.round(2).tolist()}
+
+
 def main() -> int:
     mode, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     config = load_config(ROOT / "examples" / "sensor.toml", os.environ)
-    result = {"ceiling": ceiling, "naive": naive}[mode](config, topic, n)
+    result = {"ceiling": ceiling, "naive": naive, "feed": feed}[mode](config, topic, n)
     print(json.dumps(result), flush=True)
     return 0
 
