@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,18 @@ LOADS = (1000, 5000, 20000)
 WARMUP_SECONDS = 2
 LOAD_SECONDS = 15
 BATCH_SIZES = (1, 10, 100, 1000, 2000, 5000)
+# The backlog is produced as fast as possible, with event times spaced as a
+# 5,000 events/s stream: 5 events per key per second, as in the live runs and
+# in the model's training data (1,000/s over 200 keys), so each key's 10 s
+# window holds ~50 events. With live times (1,000,000 events produced in
+# ~13 s) each key held ~800, and the window state doubled to 2 GB during the
+# run, 2.1 s of its 12.5 s (bench/README.md).
+BACKLOG_EVENT_RATE = 5000.0
+# The ceiling, the naive loop and streamscore take turns this many times (the
+# naive loop over a third of its events each time) and each row pools its
+# rounds: this VM's speed swings by 20-40% within minutes, and a ratio of two
+# single runs minutes apart swung with it (56x to 81x in one afternoon).
+ROUNDS = 3
 
 
 def say(text: str) -> None:
@@ -79,26 +90,32 @@ def broker_with_model() -> str | None:
 
 
 def child(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float, float]:
-    """Run a child, return its JSON summary (last stdout line), CPU seconds and peak RSS in MB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[:4]} failed:\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    # ru_maxrss of children is the largest of any child so far: each measured
-    # child runs after smaller ones (the producer is the one exception, noted)
-    return json.loads(proc.stdout.strip().splitlines()[-1]), cpu, after.ru_maxrss / 1024.0
+    """Run a child, return its JSON summary (last stdout line), and its own CPU seconds and peak RSS in MB."""
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource use
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{args[:4]} failed:\n{err.read()[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
 
 
 def streamscore(*args: str) -> list[str]:
     return [sys.executable, "-m", "stream.cli", *args]
 
 
-def produce(bootstrap: str, topic: str, count: int, rate: float = 0.0, seed: int = 1) -> None:
+def produce(bootstrap: str, topic: str, count: int, rate: float = 0.0, seed: int = 1,
+            event_rate: float | None = None) -> None:
+    """``count`` events at ``rate``/s (0: as fast as possible), with live event times, or with
+    ``event_rate`` synthetic ones spaced as for that many events/s and ending now."""
+    times = ["--event-time", "synthetic", "--event-rate", str(event_rate),
+             "--start-ms", str(int(time.time() * 1000 - count * 1000 / event_rate))] if event_rate else []
     proc = subprocess.run(
         streamscore("simulate", "--config", str(CONFIG), "--topic", topic, "--count", str(count), "--rate", str(rate),
-                    "--keys", str(KEYS), "--seed", str(seed), "--partitions", str(PARTITIONS)),
+                    "--keys", str(KEYS), "--seed", str(seed), "--partitions", str(PARTITIONS), *times),
         env=env_for(bootstrap, topic, "unused"), cwd=ROOT, stdout=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError("simulate failed")
@@ -206,23 +223,27 @@ def main(argv: list[str] | None = None) -> int:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     say(f"pre-producing {args.events:,} sensor events to {topic}")
     started = time.monotonic()
-    produce(bootstrap, topic, args.events)
+    produce(bootstrap, topic, args.events, event_rate=BACKLOG_EVENT_RATE)
     say(f"produced in {time.monotonic() - started:.0f}s")
 
-    rows: dict[str, dict[str, Any]] = {}
-    say("ceiling: consume and decode only")
-    summary, cpu, rss = child([sys.executable, str(ROOT / "bench" / "loops.py"), "ceiling", topic, str(args.events)],
-                              env_for(bootstrap, topic, "x"))
-    rows["ceiling"] = {**summary, "cpu_s": cpu, "peak_rss_mb": rss}
-    say(f"naive per-event loop over {args.naive_events:,} events")
-    summary, cpu, rss = child([sys.executable, str(ROOT / "bench" / "loops.py"), "naive", topic, str(args.naive_events)],
-                              env_for(bootstrap, topic, "x"))
-    rows["naive"] = {**summary, "cpu_s": cpu, "peak_rss_mb": rss}
-    say(f"streamscore, default settings, over {args.events:,} events")
-    run = measure_run(bootstrap, topic, args.events)
-    rows["streamscore"] = {"events": run["events_in"], "seconds": run["elapsed_s"], "eps": run["throughput_eps"],
-                           "cpu_s": run["cpu_s"], "peak_rss_mb": run["peak_rss_mb"],
-                           "mean_batch_size": run["mean_batch_size"], "model_seconds": run["model_seconds"]}
+    rounds: dict[str, list[dict[str, Any]]] = {"ceiling": [], "naive": [], "streamscore": []}
+    naive_per_round = -(-args.naive_events // ROUNDS)
+    for r in range(1, ROUNDS + 1):
+        say(f"round {r}/{ROUNDS}: ceiling (consume and decode only) over {args.events:,} events")
+        summary, cpu, rss = child([sys.executable, str(ROOT / "bench" / "loops.py"), "ceiling", topic,
+                                   str(args.events)], env_for(bootstrap, topic, "x"))
+        rounds["ceiling"].append({**summary, "cpu_s": cpu, "peak_rss_mb": rss})
+        say(f"round {r}/{ROUNDS}: naive per-event loop over {naive_per_round:,} events")
+        summary, cpu, rss = child([sys.executable, str(ROOT / "bench" / "loops.py"), "naive", topic,
+                                   str(naive_per_round)], env_for(bootstrap, topic, "x"))
+        rounds["naive"].append({**summary, "cpu_s": cpu, "peak_rss_mb": rss})
+        say(f"round {r}/{ROUNDS}: streamscore, default settings, over {args.events:,} events")
+        run = measure_run(bootstrap, topic, args.events)
+        rounds["streamscore"].append({"events": run["events_in"], "seconds": run["elapsed_s"],
+                                      "eps": run["throughput_eps"], "cpu_s": run["cpu_s"],
+                                      "peak_rss_mb": run["peak_rss_mb"], "mean_batch_size": run["mean_batch_size"],
+                                      "model_seconds": run["model_seconds"]})
+    rows = {name: pooled(runs) for name, runs in rounds.items()}
 
     sweep = []
     for size in (BATCH_SIZES[::2] if args.quick else BATCH_SIZES):
@@ -245,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a measurement's rounds: events and seconds summed (eps over all of them), the largest peak RSS."""
+    events, seconds = sum(r["events"] for r in runs), sum(r["seconds"] for r in runs)
+    return {"events": events, "seconds": seconds, "eps": events / seconds, "cpu_s": sum(r["cpu_s"] for r in runs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "rounds": runs}
+
+
 def report(rows: dict[str, dict[str, Any]], sweep: list[dict[str, Any]], latency: dict[int, dict[str, Any]],
            args: argparse.Namespace) -> dict[str, Any]:
     print(f"{'':13s} {'events':>10s} {'events/s':>10s} {'us/event':>9s} {'CPU s/1M':>9s} {'peak RSS MB':>12s}")
@@ -253,8 +281,10 @@ def report(rows: dict[str, dict[str, Any]], sweep: list[dict[str, Any]], latency
         print(f"{name:13s} {r['events']:>10,} {eps:>10,.0f} {1e6 / eps if eps else 0:>9.1f} "
               f"{r['cpu_s'] / r['events'] * 1e6:>9.1f} {r['peak_rss_mb']:>12.0f}")
     s, n, c = rows["streamscore"]["eps"], rows["naive"]["eps"], rows["ceiling"]["eps"]
-    print(f"streamscore / naive   = {s / n:.1f}x")
-    print(f"streamscore / ceiling = {s / c:.3f}")
+    per_round = {other: [round(a["eps"] / b["eps"], 3) for a, b in zip(rows["streamscore"]["rounds"], rows[other]["rounds"])]
+                 for other in ("naive", "ceiling")}
+    print(f"streamscore / naive   = {s / n:.1f}x (rounds: {', '.join(f'{x:.1f}x' for x in per_round['naive'])})")
+    print(f"streamscore / ceiling = {s / c:.3f} (rounds: {', '.join(f'{x:.3f}' for x in per_round['ceiling'])})")
     print(f"streamscore vs 100,000 events/s: {s / 100_000:.2f}")
     print(f"latency after a {WARMUP_SECONDS} s warm-up, over {LOAD_SECONDS} s; the feed alone = arrival age at a "
           "plain consumer")
@@ -265,7 +295,8 @@ def report(rows: dict[str, dict[str, Any]], sweep: list[dict[str, Any]], latency
               f"{v['p99_warmup_ms']} ms (feed alone {f['p99_warmup_ms']} ms), whole run {v['p99_whole_run_ms']} ms")
     return {
         "ceiling_eps": c, "naive_eps": n, "streamscore_eps": s,
-        "streamscore_over_naive": s / n, "streamscore_over_ceiling": s / c,
+        "streamscore_over_naive": s / n, "streamscore_over_ceiling": s / c, "ratios_per_round": per_round,
+        "rounds": ROUNDS, "backlog_event_rate": BACKLOG_EVENT_RATE,
         "p50_ms": {str(k): v["p50_ms"] for k, v in latency.items()},
         "p99_ms": {str(k): v["p99_ms"] for k, v in latency.items()},
         "p99_whole_run_ms": {str(k): v["p99_whole_run_ms"] for k, v in latency.items()},

@@ -158,8 +158,11 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
         registry = RegistrySchemaSource(config.codec.schema_registry_url, config.codec.schema_registry)
         schema_id = registry.register(f"{args.topic}-value", schema)
     ensure_topics({"bootstrap.servers": bootstrap, **admin_settings(settings)}, {args.topic: partitions})
+    if args.event_rate is not None and args.event_rate <= 0:
+        raise ConfigError(f"--event-rate must be > 0 events/s, got {args.event_rate}")
     start_ms = None if args.event_time == "live" else args.start_ms
-    events = generate(kind, args.count, keys, seed, rate if rate > 0 else 1000.0, start_ms, args.drift_at, args.drift_sigma)
+    spacing = args.event_rate if args.event_rate is not None else (rate if rate > 0 else 1000.0)
+    events = generate(kind, args.count, keys, seed, spacing, start_ms, args.drift_at, args.drift_sigma)
     result = produce_events(
         settings, args.topic, events, AvroEncoder(schema, wire, schema_id), KEY_FIELDS[kind],
         rate=rate, total=args.count, bad_every=args.bad_every,
@@ -213,6 +216,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--event-time", choices=("live", "synthetic"), default="live",
                      help="live: the wall clock when produced; synthetic: --start-ms plus 1/rate per event")
     sim.add_argument("--start-ms", type=int, default=1_700_000_000_000)
+    sim.add_argument("--event-rate", type=float,
+                     help="synthetic event times: spaced as for this many events/s (default --rate, or 1000 "
+                          "when --rate is 0), so a backlog produced as fast as possible keeps a live stream's spacing")
     sim.add_argument("--bad-every", type=int, default=0, help="replace every Nth event by bytes that are not Avro")
     sim.add_argument("--bootstrap-servers")
     sim.set_defaults(func=_simulate)

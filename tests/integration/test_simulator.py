@@ -56,6 +56,20 @@ def test_same_seed_gives_the_same_stream(kafka_bootstrap: str) -> None:
     assert all(r["ts"] >= 1_700_000_000_000 for r in first)
 
 
+def test_a_backlog_produced_at_full_speed_keeps_the_event_time_spacing_asked_for(kafka_bootstrap: str) -> None:
+    topic = unique("sim-spacing")
+    simulate(kafka_bootstrap, "--topic", topic, "--count", "2000", "--rate", "0", "--event-time", "synthetic",
+             "--event-rate", "500", "--start-ms", "1700000000000", "--partitions", "1", "--keys", "10")
+    codec = AvroCodec(load_schema("sensor_reading"))
+    times = [codec.decode(r.value)["ts"] for r in sorted(read_topic(kafka_bootstrap, topic, expected=2000),
+                                                          key=lambda r: r.offset)]
+    assert times == [1_700_000_000_000 + 2 * i for i in range(2000)]  # 2 ms apart: 500 events/s
+    proc = subprocess.run([sys.executable, "-m", "stream.cli", "simulate", "--bootstrap-servers", kafka_bootstrap,
+                           "--topic", topic, "--count", "1", "--event-rate", "0"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and "--event-rate must be > 0" in proc.stderr
+
+
 def test_bad_every_sends_undecodable_values(kafka_bootstrap: str) -> None:
     topic = unique("sim-bad")
     simulate(kafka_bootstrap, "--topic", topic, "--count", "1000", "--rate", "0", "--bad-every", "100", "--partitions", "1")
