@@ -139,23 +139,23 @@ class DecodedBatch:
     def texts(self, name: str, rows: Sequence[int] | np.ndarray) -> list[Any]:
         """Values of a text column at ``rows``: str for strings, bytes for bytes, None where null."""
         i = self._index[name]
-        column = self.columns[i]
         _, j = self._where[i]
+        rows = rows.tolist() if isinstance(rows, np.ndarray) else list(rows)
         data = self._buf.data
-        spans = self.spans[:, j].tolist()
-        nulls = self.nulls[:, i]
-        out: list[Any] = []
+        spans = self.spans[rows, j].tolist()
+        if self.columns[i].type == "string":
+            out: list[Any] = [str(data[s:e], "utf-8") for s, e in spans]
+        else:
+            out = [bytes(data[s:e]) for s, e in spans]
+        nulls = self.nulls[rows, i]
+        if nulls.any():
+            for k in np.flatnonzero(nulls).tolist():
+                out[k] = None
         overrides = self._texts
-        as_str = column.type == "string"
-        for r in rows.tolist() if isinstance(rows, np.ndarray) else rows:
-            if nulls[r]:
-                out.append(None)
-            elif (r, i) in overrides:
-                out.append(overrides[(r, i)])
-            else:
-                s, e = spans[r]
-                raw = bytes(data[s:e])
-                out.append(raw.decode() if as_str else raw)
+        if overrides:
+            for k, r in enumerate(rows):
+                if (r, i) in overrides:
+                    out[k] = overrides[(r, i)]
         return out
 
     def values(self, name: str, rows: np.ndarray) -> list[Any]:

@@ -30,6 +30,8 @@ def test_classifier_probabilities_are_bit_identical(classes: int) -> None:
     assert np.array_equal(compiled.predict_proba(probe), model.predict_proba(probe))
     assert np.array_equal(compiled.predict(probe), model.predict(probe))
     assert np.array_equal(compiled.predict_proba(probe[:1]), model.predict_proba(probe[:1]))
+    for n in (7, 8, 13, 64, 71):  # rows walked eight at a time in chunks of 64, and the rest one by one
+        assert np.array_equal(compiled.predict_proba(probe[:n]), model.predict_proba(probe[:n]))
 
 
 def test_regressor_predictions_are_bit_identical() -> None:
