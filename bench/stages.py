@@ -1,0 +1,81 @@
+"""Where a backlog's time goes: the scoring loop's thread CPU per stage, per event, without a profiler.
+
+Runs the service in this process (the sensor example's defaults) over a
+backlog of demo sensor events, produced first with a live stream's event
+spacing as `make bench` produces it, and times each stage with the loop
+thread's CPU clock and the wall clock. cProfile, used before, slows Python
+calls more than compiled code and so overstated the Python stages.
+
+    scripts/local-kafka with .venv/bin/python bench/stages.py [EVENTS]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.throughput import BACKLOG_EVENT_RATE, CONFIG, broker_with_model, env_for, produce  # noqa: E402
+from stream.config import load_config  # noqa: E402
+from stream.service import build_service  # noqa: E402
+
+
+def main() -> int:
+    events = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
+    bootstrap = broker_with_model()
+    if bootstrap is None:
+        return 2
+    topic = f"stages-{uuid.uuid4().hex[:6]}"
+    print(f"stages: producing {events:,} events to {topic}", file=sys.stderr, flush=True)
+    produce(bootstrap, topic, events, event_rate=BACKLOG_EVENT_RATE)
+    service = build_service(load_config(CONFIG, {**os.environ, **env_for(bootstrap, topic, topic)}))
+    cpu: dict[str, float] = defaultdict(float)
+    wall: dict[str, float] = defaultdict(float)
+    processor = service.processor
+    stages: list[tuple[Any, str, str]] = [
+        (service.source, "poll_batch", "consume"), (processor.decoder, "decode", "decode"),
+        (processor, "_validate", "validate"), (processor, "_features", "window features"),
+        (processor, "_score", "model call"), (processor, "_encode", "encode predictions"),
+        (service, "_send", "produce"), (service.sink, "flush", "flush"), (service.source, "commit", "commit"),
+        (service, "_maybe_checkpoint", "checkpoints"), (service, "_record_metrics", "metrics"),
+        (processor, "process", "batch processing (decode to drift detectors)"),
+    ]
+    if processor.quality is not None:
+        stages.append((processor.quality, "observe", "drift detectors"))
+    for owner, name, label in stages:
+        setattr(owner, name, _timed(getattr(owner, name), label, cpu, wall))
+    print("stages: scoring", file=sys.stderr, flush=True)
+    started_cpu, started = time.thread_time(), time.perf_counter()
+    stats = service.run(max_events=events, idle_exit_seconds=10)
+    loop_cpu, loop_wall = time.thread_time() - started_cpu, time.perf_counter() - started
+    n = stats.consumed
+    summary = stats.summary()
+    print(f"{n:,} events at {summary['throughput_eps']:,.0f} events/s (first consumed to last acknowledged); "
+          f"loop thread {loop_cpu / n * 1e6:.2f} us CPU and {loop_wall / n * 1e6:.2f} us wall per event")
+    print(f"{'stage':50s} {'CPU us/event':>12s} {'wall us/event':>13s}")
+    for label in sorted(cpu, key=lambda k: -cpu[k]):
+        print(f"{label:50s} {cpu[label] / n * 1e6:>12.2f} {wall[label] / n * 1e6:>13.2f}")
+    return 0
+
+
+def _timed(fn: Callable[..., Any], label: str, cpu: dict[str, float], wall: dict[str, float]) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        c, w = time.thread_time(), time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            cpu[label] += time.thread_time() - c
+            wall[label] += time.perf_counter() - w
+    return timed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
