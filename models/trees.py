@@ -25,7 +25,8 @@ __all__ = ["CompiledTrees", "compile_trees"]
 
 # Rows walked together through one tree: independent walks overlap in the
 # CPU instead of each waiting on its own chain of loads and mispredicted
-# branches (8 lanes: 20% faster than one row at a time at 230 and 1,000 rows).
+# branches (2.06-2.26 against 3.02-3.06 us per row one at a time, batches of
+# 1,000 rows of the demo model; bench/README.md).
 LANES = 8
 # Rows per chunk: the chunk's features stay in L1 while every tree walks them.
 CHUNK = 64
