@@ -140,15 +140,10 @@ def measure_latency(bootstrap: str, load: int) -> dict[str, Any]:
     with live_run(bootstrap, load, "live", scorer) as (tmp, _):
         summary = json.loads((tmp / "summary.json").read_text())
         latencies = np.fromfile(tmp / "latencies.f64", dtype=np.float64)
-    # latencies come in acknowledgement order, which is offer order but for
-    # events of one batch, so the warm-up is the first `warmup` of them
-    warmup = load * WARMUP_SECONDS
-    measured = latencies[warmup:]
     per = max(1, load // 2)  # p99 over each half second, for the latency-over-time panel
     return {
-        "events": len(measured), "mean_batch_size": summary["mean_batch_size"],
-        "p50_ms": pct(measured, 50), "p99_ms": pct(measured, 99),
-        "p99_warmup_ms": pct(latencies[:warmup], 99), "p99_whole_run_ms": pct(latencies, 99),
+        "events": len(latencies) - load * WARMUP_SECONDS, "mean_batch_size": summary["mean_batch_size"],
+        **after_warmup(latencies, load), "p99_whole_run_ms": pct(latencies, 99),
         "p99_over_time_ms": [pct(latencies[i:i + per], 99) for i in range(0, len(latencies), per)],
     }
 
@@ -160,9 +155,19 @@ def measure_feed(bootstrap: str, load: int) -> dict[str, Any]:
 
     with live_run(bootstrap, load, "feed", reader) as (_, out):
         ages = np.asarray(json.loads(out.strip().splitlines()[-1])["ages_ms"])
+    return after_warmup(ages, load)
+
+
+def after_warmup(values_ms: np.ndarray, load: int) -> dict[str, float]:
+    """p50 and p99 of what came after the warm-up, and the warm-up's p99.
+
+    Values are in acknowledgement (or arrival) order, which is offer order
+    but for events of one batch, so the warm-up is the first
+    ``load * WARMUP_SECONDS`` of them.
+    """
     warmup = load * WARMUP_SECONDS
-    return {"p50_ms": pct(ages[warmup:], 50), "p99_ms": pct(ages[warmup:], 99),
-            "p99_warmup_ms": pct(ages[:warmup], 99)}
+    return {"p50_ms": pct(values_ms[warmup:], 50), "p99_ms": pct(values_ms[warmup:], 99),
+            "p99_warmup_ms": pct(values_ms[:warmup], 99)}
 
 
 @contextmanager
@@ -229,14 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     rounds: dict[str, list[dict[str, Any]]] = {"ceiling": [], "naive": [], "streamscore": []}
     naive_per_round = -(-args.naive_events // ROUNDS)
     for r in range(1, ROUNDS + 1):
-        say(f"round {r}/{ROUNDS}: ceiling (consume and decode only) over {args.events:,} events")
-        summary, cpu, rss = child([sys.executable, str(ROOT / "bench" / "loops.py"), "ceiling", topic,
-                                   str(args.events)], env_for(bootstrap, topic, "x"))
-        rounds["ceiling"].append({**summary, "cpu_s": cpu, "peak_rss_mb": rss})
-        say(f"round {r}/{ROUNDS}: naive per-event loop over {naive_per_round:,} events")
-        summary, cpu, rss = child([sys.executable, str(ROOT / "bench" / "loops.py"), "naive", topic,
-                                   str(naive_per_round)], env_for(bootstrap, topic, "x"))
-        rounds["naive"].append({**summary, "cpu_s": cpu, "peak_rss_mb": rss})
+        for mode, n, what in (("ceiling", args.events, "consume and decode only"),
+                              ("naive", naive_per_round, "naive per-event loop")):
+            say(f"round {r}/{ROUNDS}: {what} over {n:,} events")
+            summary, cpu, rss = child([sys.executable, str(ROOT / "bench" / "loops.py"), mode, topic, str(n)],
+                                      env_for(bootstrap, topic, "x"))
+            rounds[mode].append({**summary, "cpu_s": cpu, "peak_rss_mb": rss})
         say(f"round {r}/{ROUNDS}: streamscore, default settings, over {args.events:,} events")
         run = measure_run(bootstrap, topic, args.events)
         rounds["streamscore"].append({"events": run["events_in"], "seconds": run["elapsed_s"],

@@ -140,6 +140,8 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     kind = "sp500" if args.replay == "sp500" else args.kind
     if args.replay and args.kind != "market":
         raise ConfigError("--replay sp500 replays market ticks: use it with --kind market")
+    if args.event_rate is not None and args.event_rate <= 0:
+        raise ConfigError(f"--event-rate must be > 0 events/s, got {args.event_rate}")
     sim = config.simulator if config else None
     keys = args.keys if args.keys is not None else (sim.keys if sim else 100)
     rate = args.rate if args.rate is not None else (sim.rate if sim else 1000.0)
@@ -158,8 +160,6 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
         registry = RegistrySchemaSource(config.codec.schema_registry_url, config.codec.schema_registry)
         schema_id = registry.register(f"{args.topic}-value", schema)
     ensure_topics({"bootstrap.servers": bootstrap, **admin_settings(settings)}, {args.topic: partitions})
-    if args.event_rate is not None and args.event_rate <= 0:
-        raise ConfigError(f"--event-rate must be > 0 events/s, got {args.event_rate}")
     start_ms = None if args.event_time == "live" else args.start_ms
     spacing = args.event_rate if args.event_rate is not None else (rate if rate > 0 else 1000.0)
     events = generate(kind, args.count, keys, seed, spacing, start_ms, args.drift_at, args.drift_sigma)
