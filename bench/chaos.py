@@ -50,10 +50,10 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: E4
 
 from bench.throughput import MODEL, broker_with_model, env_for  # noqa: E402
 from schemas import load_schema  # noqa: E402
-from stream.admin import ensure_topics  # noqa: E402
-from stream.codec import AvroCodec, AvroEncoder  # noqa: E402
-from stream.generators import sensor_events  # noqa: E402
-from stream.simulator import produce_events  # noqa: E402
+from stream.avro.codec import AvroCodec, AvroEncoder  # noqa: E402
+from stream.kafka.admin import ensure_topics  # noqa: E402
+from stream.tools.generators import sensor_events  # noqa: E402
+from stream.tools.simulator import produce_events  # noqa: E402
 
 CONFIG = ROOT / "examples" / "sensor.toml"
 RESULTS = ROOT / "bench" / "results"

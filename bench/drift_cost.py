@@ -25,15 +25,15 @@ from features import FeatureStore
 from models import BatchScorer, ModelArtifact
 from models.drift import DriftMonitor
 from schemas import load_schema
-from stream.admin import ensure_topics
-from stream.codec import AvroCodec, AvroEncoder
+from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.config import load_config
-from stream.generators import sensor_events
-from stream.processor import BatchProcessor
-from stream.quality import QualityTracker
-from stream.service import build_service
-from stream.simulator import produce_events
-from stream.train import train_from_config
+from stream.kafka.admin import ensure_topics
+from stream.pipeline.processor import BatchProcessor
+from stream.pipeline.quality import QualityTracker
+from stream.runtime.service import build_service
+from stream.tools.generators import sensor_events
+from stream.tools.simulator import produce_events
+from stream.tools.train import train_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

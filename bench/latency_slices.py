@@ -23,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.admin import ensure_topics  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.service import build_service  # noqa: E402
+from stream.kafka.admin import ensure_topics  # noqa: E402
+from stream.runtime.service import build_service  # noqa: E402
 
 SLICES = 20
 

@@ -24,11 +24,11 @@ from confluent_kafka import Consumer, Producer
 from features import FeatureStore
 from models import ModelArtifact
 from models.scorer import limit_model_threads
-from stream.admin import ensure_topics
-from stream.codec import AvroCodec, AvroEncoder
+from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.config import load_config
-from stream.sink import PRODUCER_DEFAULTS
-from stream.source import CONSUMER_DEFAULTS
+from stream.kafka.admin import ensure_topics
+from stream.kafka.sink import PRODUCER_DEFAULTS
+from stream.kafka.source import CONSUMER_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 

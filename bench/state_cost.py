@@ -40,10 +40,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.throughput import CONFIG, RESULTS, broker_with_model, measure_run, produce, say  # noqa: E402
 from features import FeatureStore  # noqa: E402
-from stream.admin import ensure_topics  # noqa: E402
-from stream.changelog import CHANGELOG_TOPIC_CONFIG, Changelog  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.sink import PredictionSink  # noqa: E402
+from stream.kafka.admin import ensure_topics  # noqa: E402
+from stream.kafka.sink import PredictionSink  # noqa: E402
+from stream.state.changelog import CHANGELOG_TOPIC_CONFIG, Changelog  # noqa: E402
 
 PARTITIONS = 8
 SPACING_MS = 200  # per key: the demo's 5 events/s per sensor

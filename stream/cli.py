@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, config: ServiceConfig | None) -> int:
-    from stream.service import build_service
+    from stream.runtime.service import build_service
 
     assert config is not None
     if not config.kafka.input_topics:
@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace, config: ServiceConfig | None) -> int:
 
 
 def _run_workers(args: argparse.Namespace, config: ServiceConfig) -> int:
-    from stream.workers import supervise
+    from stream.runtime.workers import supervise
 
     single = [flag for flag, value in (("--max-events", args.max_events), ("--summary-json", args.summary_json),
                                        ("--latencies", args.latencies)) if value]
@@ -110,7 +110,7 @@ def _run_workers(args: argparse.Namespace, config: ServiceConfig) -> int:
 
 
 def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
-    from stream.train import train_from_config
+    from stream.tools.train import train_from_config
 
     assert config is not None
     if args.if_needed:
@@ -132,10 +132,11 @@ def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
 
 def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     from schemas import load_schema
-    from stream.admin import admin_settings, ensure_topics
-    from stream.codec import AvroEncoder, RegistrySchemaSource
-    from stream.generators import KEY_FIELDS, SCHEMAS, generate
-    from stream.simulator import produce_events
+    from stream.avro.codec import AvroEncoder
+    from stream.kafka.admin import admin_settings, ensure_topics
+    from stream.kafka.registry import RegistrySchemaSource
+    from stream.tools.generators import KEY_FIELDS, SCHEMAS, generate
+    from stream.tools.simulator import produce_events
 
     kind = "sp500" if args.replay == "sp500" else args.kind
     if args.replay and args.kind != "market":

@@ -17,7 +17,7 @@ import pytest
 
 from models import ModelArtifact
 from stream.config import ServiceConfig, load_config
-from stream.train import train_from_config
+from stream.tools.train import train_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SENSOR_CONFIG = ROOT / "examples" / "sensor.toml"

@@ -15,9 +15,9 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from schemas import load_schema
-from stream.codec import AvroEncoder
+from stream.avro.codec import AvroEncoder
 from stream.config import ServiceConfig, load_config
-from stream.simulator import produce_events
+from stream.tools.simulator import produce_events
 
 ROOT = Path(__file__).resolve().parents[2]
 SENSOR_CONFIG = ROOT / "examples" / "sensor.toml"
@@ -68,7 +68,7 @@ def service_config(bootstrap: str, model_dir: Path, input_topic: str, **settings
 def produce(bootstrap: str, topic: str, records: list[dict[str, Any]], partitions: int = 8,
             encoder: AvroEncoder | None = None, rate: float = 0.0) -> list[tuple[int, int]]:
     """Produce sensor records keyed by sensor id; return each one's (partition, offset)."""
-    from stream.admin import ensure_topics
+    from stream.kafka.admin import ensure_topics
 
     ensure_topics({"bootstrap.servers": bootstrap}, {topic: partitions})
     result = produce_events(

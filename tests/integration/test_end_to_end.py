@@ -17,11 +17,11 @@ from confluent_kafka import Consumer, TopicPartition
 from features import compute_features
 from models import BatchScorer, ModelArtifact
 from schemas import load_schema
-from stream.codec import AvroCodec, AvroEncoder
+from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.config import ServiceConfig
-from stream.deadletter import HEADER_PREFIX
-from stream.generators import sensor_events
-from stream.service import build_service
+from stream.pipeline.deadletter import HEADER_PREFIX
+from stream.runtime.service import build_service
+from stream.tools.generators import sensor_events
 from tests.integration.helpers import (
     ROOT,
     SchemaRegistryStub,
@@ -167,7 +167,7 @@ def test_confluent_wire_format_through_a_schema_registry(kafka_bootstrap: str, s
             kafka_bootstrap, small_model.path, topic,
             codec__format="confluent", codec__schema_registry_url=registry.url,
         )
-        from stream.codec import RegistrySchemaSource
+        from stream.kafka.registry import RegistrySchemaSource
 
         source = RegistrySchemaSource(registry.url)
         # producers on an older schema version (no humidity default needed: same fields)

@@ -21,10 +21,11 @@ from confluent_kafka import Consumer, TopicPartition
 from bench.chaos import broker_scenario, kill_scenario
 from models import BatchScorer, ModelArtifact
 from schemas import load_schema
-from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource
-from stream.deadletter import HEADER_PREFIX
-from stream.generators import sensor_events
-from stream.service import build_service
+from stream.avro.codec import AvroCodec, AvroEncoder
+from stream.kafka.registry import RegistrySchemaSource
+from stream.pipeline.deadletter import HEADER_PREFIX
+from stream.runtime.service import build_service
+from stream.tools.generators import sensor_events
 from tests.integration.helpers import (
     ROOT,
     SchemaRegistryStub,
@@ -226,7 +227,7 @@ def test_workers_share_the_partitions_of_one_group(kafka_bootstrap: str, small_m
     feeder.join()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assigned = {line.split(" ")[2] for line in proc.stderr.splitlines()
-                if " stream.source: assigned " in line and "assigned nothing" not in line}
+                if " stream.kafka.source: assigned " in line and "assigned nothing" not in line}
     assert assigned == {"worker-0", "worker-1"}, "both workers scored partitions"
     sources = _sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=len(events)))
     assert len(sources) == len(events), "every input scored"

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from schemas import load_schema
-from stream.codec import AvroCodec, AvroEncoder
-from stream.generators import sensor_events
-from stream.service import ScoringService, build_service
+from stream.avro.codec import AvroCodec, AvroEncoder
+from stream.runtime.service import ScoringService, build_service
+from stream.tools.generators import sensor_events
 from tests.integration.helpers import ROOT, produce, read_topic, service_config, unique
 
 pytestmark = pytest.mark.integration
@@ -113,7 +113,7 @@ def test_prometheus_scrapes_counters_labels_and_health(
     pairs = list(sensor_events(3000, 30, seed=17))
     positions = produce(kafka_bootstrap, topic, [r for r, _ in pairs], partitions=2)
     produce_labels_topic = {"bootstrap.servers": kafka_bootstrap}
-    from stream.admin import ensure_topics
+    from stream.kafka.admin import ensure_topics
 
     ensure_topics(produce_labels_topic, {labels_topic: 1})
     config = service_config(

@@ -15,11 +15,11 @@ import pytest
 from features import compute_features
 from models import BatchScorer
 from schemas import load_schema
-from stream.codec import AvroCodec
+from stream.avro.codec import AvroCodec
 from stream.config import load_config
-from stream.generators import sp500_ticks
-from stream.service import build_service
-from stream.train import train_from_config
+from stream.runtime.service import build_service
+from stream.tools.generators import sp500_ticks
+from stream.tools.train import train_from_config
 from tests.integration.helpers import ROOT, read_topic, unique
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.changelog import ENTITY_PREFIX, MARKER_KEY, CheckpointDelivery, CheckpointSchedule, select
+from stream.state.changelog import ENTITY_PREFIX, MARKER_KEY, CheckpointDelivery, CheckpointSchedule, select
 
 SPEC = "spec-1"
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from schemas import load_schema
-from stream.codec import AvroCodec, AvroEncoder
+from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.exceptions import MalformedRecordError, SchemaMismatchError, UnknownSchemaError
 
 READER = load_schema("sensor_reading")

@@ -16,18 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import load_schema
-from stream.codec import AvroCodec, plain_schema
-from stream.columnar import (
-    BatchDecoder,
-    BatchEncoder,
-    Column,
-    Const,
-    UnsupportedSchema,
-    Values,
-    column_for,
-)
+from stream.avro.codec import AvroCodec, plain_schema
+from stream.avro.decoder import BatchDecoder, Column, UnsupportedSchema, column_for
+from stream.avro.encoder import BatchEncoder, Const, Values
 from stream.exceptions import UnknownSchemaError
-from stream.processor import prediction_bindings as processor_bindings
+from stream.pipeline.processor import prediction_bindings as processor_bindings
 
 PRIMITIVES = ["boolean", "int", "long", "float", "double", "string", "bytes"]
 VALUES = {

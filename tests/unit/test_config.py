@@ -138,7 +138,7 @@ def test_nested_tables_name_the_unknown_key(tmp_path: Path, old: str, new: str, 
 def test_the_secure_example_loads_and_keeps_its_secrets_out_of_logs(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from stream.sink import PredictionSink
+    from stream.kafka.sink import PredictionSink
 
     environ = {"STREAMSCORE_KAFKA__CONSUMER__SASL_PASSWORD": "hunter2",
                "STREAMSCORE_KAFKA__PRODUCER__SASL_PASSWORD": "hunter2",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.generators import generate, market_events, sensor_events, sp500_ticks
+from stream.tools.generators import generate, market_events, sensor_events, sp500_ticks
 
 
 def test_same_seed_same_events() -> None:

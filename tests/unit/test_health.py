@@ -6,8 +6,8 @@ import json
 import urllib.error
 import urllib.request
 
-from stream.health import HealthServer
-from stream.metrics import ServiceMetrics
+from stream.runtime.health import HealthServer
+from stream.runtime.metrics import ServiceMetrics
 
 
 def get(url: str) -> tuple[int, str]:

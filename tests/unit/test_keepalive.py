@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from stream.keepalive import KeepAlive
+from stream.runtime.keepalive import KeepAlive
 
 
 class FakeSource:

@@ -12,7 +12,7 @@ import pytest
 from features import FeatureSpec, WindowSpec, compute_features
 from models import BatchScorer, ModelArtifact, ModelLoadError, TrainingError, train_model
 from stream.config import ServiceConfig
-from stream.generators import sensor_events
+from stream.tools.generators import sensor_events
 
 
 def sensor_data(n: int, spec: FeatureSpec, seed: int = 5):

@@ -10,11 +10,11 @@ import pytest
 from features import FeatureStore, compute_features
 from models import BatchScorer, ModelArtifact
 from schemas import load_schema
-from stream.codec import AvroCodec, AvroEncoder
+from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.config import ServiceConfig
-from stream.deadletter import HEADER_PREFIX
-from stream.generators import sensor_events
-from stream.processor import BatchProcessor
+from stream.pipeline.deadletter import HEADER_PREFIX
+from stream.pipeline.processor import BatchProcessor
+from stream.tools.generators import sensor_events
 
 SCHEMA = load_schema("sensor_reading")
 OUT = load_schema("prediction")
@@ -112,7 +112,7 @@ def test_empty_and_all_bad_batches_produce_no_model_call(small_config, small_mod
 def test_labels_join_predictions_and_bad_labels_are_dead_lettered(small_config: ServiceConfig, small_model: ModelArtifact) -> None:
     from models.drift import DriftMonitor, SignalSpec
     from models.labels import LabelJoiner
-    from stream.quality import QualityTracker
+    from stream.pipeline.quality import QualityTracker
 
     monitor = DriftMonitor([SignalSpec("error")], "sensor-fault", "1", small_config.features.fields,
                            small_config.features.feature_names)
@@ -140,7 +140,7 @@ def test_labels_join_predictions_and_bad_labels_are_dead_lettered(small_config: 
 
 def test_labels_can_name_events_by_a_configured_id_field(small_config: ServiceConfig, small_model: ModelArtifact) -> None:
     from models.labels import LabelJoiner
-    from stream.quality import QualityTracker
+    from stream.pipeline.quality import QualityTracker
 
     joiner = LabelJoiner("classification", small_model.manifest["classes"])
     quality = QualityTracker(None, "1", joiner, AvroCodec(load_schema("label")), id_field="ts")
@@ -257,7 +257,7 @@ def test_a_null_or_missing_key_or_event_time_is_dead_lettered(small_config: Serv
 def test_replayed_input_rebuilds_state_and_produces_nothing(small_config: ServiceConfig,
                                                             small_model: ModelArtifact) -> None:
     """A store restored as of offset 600, replayed from a marker at 400 up to a commit at 900."""
-    from stream.processor import Replay
+    from stream.state.replay import Replay
 
     records = [r for r, _ in sensor_events(1500, 25, seed=9)]
     enc = AvroEncoder(SCHEMA)

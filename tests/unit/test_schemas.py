@@ -9,7 +9,7 @@ import pytest
 from fastavro.schema import parse_schema
 
 from schemas import SCHEMA_DIR, fingerprint, load_schema
-from stream.codec import AvroCodec, AvroEncoder
+from stream.avro.codec import AvroCodec, AvroEncoder
 
 SAMPLES = {
     "sensor_reading": {"sensor_id": "sensor-00001", "ts": 1_700_000_000_123, "temperature": 61.5,

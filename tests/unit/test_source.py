@@ -7,7 +7,7 @@ import time
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
 
-from stream.source import KafkaSource
+from stream.kafka.source import KafkaSource
 
 
 class Msg:

@@ -14,8 +14,8 @@ from schemas import load_schema
 from stream.cli import main
 from stream.config import load_config
 from stream.exceptions import ConfigError
-from stream.generators import sensor_events
-from stream.train import load_training_events, train_from_config
+from stream.tools.generators import sensor_events
+from stream.tools.train import load_training_events, train_from_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

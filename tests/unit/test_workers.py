@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stream.config import load_config
-from stream.workers import worker_environ
+from stream.runtime.workers import worker_environ
 
 SENSOR = Path(__file__).resolve().parents[2] / "examples" / "sensor.toml"
 

@@ -1,7 +1,7 @@
 """Compiled Avro kernels: a batch of flat records read into columns, and columns written as records.
 
 Both kernels run a small program of operations built from the schema at
-start-up (``stream.columnar``), one record after another, over a whole
+start-up (``stream.avro.decoder``, ``stream.avro.encoder``), one record after another, over a whole
 micro-batch; numba compiles them once and caches them on disk. They cover
 the primitive types and nullable unions. Whatever a kernel is not sure of
 (a truncated body, a varint too long, text that is not strict UTF-8, an

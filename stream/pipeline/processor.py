@@ -11,122 +11,26 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from features import FeatureStore
 from models import BatchScorer
-from models.drift import DriftEvent
 from models.scorer import Scores
-from stream.codec import AvroCodec, AvroEncoder
-from stream.columnar import (
-    BatchDecoder,
-    BatchEncoder,
-    Choice,
-    Column,
-    Const,
-    DecodedBatch,
-    Repeat,
-    UnsupportedSchema,
-    Values,
-    column_for,
-)
-from stream.deadletter import DeadLetter, InputMessage, dead_letter_for
+from stream.avro.codec import AvroCodec, AvroEncoder
+from stream.avro.decoder import BatchDecoder, Column, DecodedBatch, UnsupportedSchema, column_for
+from stream.avro.encoder import BatchEncoder, Choice, Const, Repeat, Values
 from stream.exceptions import ConfigError, InvalidRecordError, OutOfRangeError, RecordError
-from stream.quality import QualityTracker
+from stream.pipeline.deadletter import InputMessage, dead_letter_for
+from stream.pipeline.quality import QualityTracker
+from stream.pipeline.results import BatchResult, Predictions
+from stream.pipeline.warmup import WarmUpMessage, sample_record
+from stream.state.replay import Replay
 
-__all__ = ["Prediction", "Predictions", "BatchResult", "BatchProcessor", "Replay", "prediction_bindings"]
+__all__ = ["BatchProcessor", "prediction_bindings"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """An encoded prediction, ready to produce, with what latency tracking needs."""
-
-    key: bytes
-    value: bytes
-    event_time_ms: int
-
-
-@dataclass
-class Predictions:
-    """A batch's encoded predictions as parallel columns, in arrival order."""
-
-    keys: list[bytes] = field(default_factory=list)
-    values: list[bytes] = field(default_factory=list)
-    event_times_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __iter__(self) -> Iterator[Prediction]:
-        for key, value, ts in zip(self.keys, self.values, self.event_times_ms.tolist()):
-            yield Prediction(key, value, ts)
-
-
-@dataclass
-class BatchResult:
-    """Everything one batch produced, and the offsets to commit once it is acknowledged."""
-
-    predictions: Predictions = field(default_factory=Predictions)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    drift_events: list[DriftEvent] = field(default_factory=list)
-    labels: int = 0  # label messages consumed
-    per_topic: dict[str, int] = field(default_factory=dict)  # input events consumed, by topic
-    label_dead_letters: int = 0  # of the dead letters, how many were label messages
-    # (topic, partition) -> next offset to read: last offset in the batch + 1
-    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    model_seconds: float = 0.0
-
-    @property
-    def consumed(self) -> int:
-        """Input events consumed: scored or dead-lettered (labels not included)."""
-        return len(self.predictions) + len(self.dead_letters) - self.label_dead_letters
-
-
-@dataclass
-class Replay:
-    """Input read again after a state restore: it goes into the windows and detectors, and produces nothing.
-
-    ``until`` is, per (topic, partition) being replayed, the first offset
-    whose outputs are produced (the committed offset); ``skip`` lists keys
-    whose restored state already holds their events before an offset.
-    ``done`` keeps the ``until`` of partitions replayed to the end: a batch
-    abandoned later must not start producing below it.
-    """
-
-    until: dict[tuple[str, int], int] = field(default_factory=dict)
-    skip: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
-    done: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.until)
-
-    def delivered(self, tp: tuple[str, int], first: int) -> int:
-        """Where outputs resume for a partition whose batch from ``first`` was abandoned."""
-        return max(first, self.until.get(tp, first), self.done.get(tp, first))
-
-    def committable(self, next_offsets: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-        """``next_offsets`` without the partitions still short of their ``until``."""
-        until = self.until
-        if not until:
-            return dict(next_offsets)
-        return {tp: o for tp, o in next_offsets.items() if tp not in until or o >= until[tp]}
-
-    def advance(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
-        """Move the partitions read up to their ``until`` to ``done``."""
-        for tp, offset in next_offsets.items():
-            if tp in self.until and offset >= self.until[tp]:
-                self.done[tp] = self.until.pop(tp)
-                self.skip.pop(tp, None)
-
-    def forget(self, tp: tuple[str, int]) -> None:
-        self.until.pop(tp, None)
-        self.skip.pop(tp, None)
-        self.done.pop(tp, None)
 
 
 # Reader field types the processor takes for the key, the event time and the feature values.
@@ -182,7 +86,7 @@ class BatchProcessor:
         latency. Nothing of this batch is kept or produced.
         """
         try:
-            record = _sample(self.codec.reader)
+            record = sample_record(self.codec.reader)
             record[self.time_field] = int(time.time() * 1000)
             body = AvroEncoder(self.codec.reader).encode(record)
         except Exception as exc:  # an exotic reader schema: start cold rather than not at all
@@ -191,7 +95,7 @@ class BatchProcessor:
         scratch = BatchProcessor(AvroCodec(self.codec.reader), FeatureStore(self.store.spec), self.scorer,
                                  self.encoder, self.key_field, self.time_field)
         started = time.perf_counter()
-        result = scratch.process([_WarmUpMessage(body, offset) for offset in range(64)])
+        result = scratch.process([WarmUpMessage(body, offset) for offset in range(64)])
         # and the state changelog's kernels: a checkpoint saves keys, a restore loads them
         keys = scratch.store.keys(0)
         FeatureStore(self.store.spec).load(list(zip(keys, scratch.store.export(keys))), shard=0)
@@ -413,52 +317,6 @@ def _skipped(replay: Replay, topics: list[str], partitions: list[int], offsets: 
         if skip and offsets[i] < skip.get(keys[i], -1):
             out.add(i)
     return out
-
-
-class _WarmUpMessage:
-    """The parts of a consumed message the processor reads, for the warm-up batch."""
-
-    def __init__(self, value: bytes, offset: int) -> None:
-        self._value, self._offset = value, offset
-
-    def topic(self) -> str:
-        return "streamscore-warm-up"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> None:
-        return None
-
-
-def _sample(schema: Any) -> Any:
-    """A valid value of an Avro type: a non-empty string key, zeros, first branches and symbols."""
-    if isinstance(schema, list):
-        return _sample(next((s for s in schema if s != "null"), "null"))
-    if isinstance(schema, dict):
-        kind = schema["type"]
-        if kind == "record":
-            return {f["name"]: _sample(f["type"]) for f in schema["fields"]}
-        if kind == "enum":
-            return schema["symbols"][0]
-        if kind == "fixed":
-            return b"\0" * schema["size"]
-        if kind == "array":
-            return []
-        if kind == "map":
-            return {}
-        return _sample(kind)
-    return {"null": None, "boolean": False, "int": 0, "long": 0, "float": 0.0, "double": 0.0,
-            "string": "warm-up", "bytes": b"warm-up"}[schema]
 
 
 def _column(codec: AvroCodec, setting: str, name: str, types: tuple[str, ...]) -> Column:

@@ -7,7 +7,7 @@ scored again. Exactly-once: each batch's outputs and input offsets commit in
 one Kafka transaction; an aborted one is rewound and scored again.
 
 A batch still being scored after KEEP_ALIVE_AFTER_S has the consumer
-paused and polled by a helper thread until it is done (stream/keepalive.py),
+paused and polled by a helper thread until it is done (stream/runtime/keepalive.py),
 so a slow model never outlives max.poll.interval.ms and never gets the
 member evicted from its group.
 """
@@ -28,20 +28,30 @@ from models import BatchScorer, ModelArtifact
 from models.drift import DriftMonitor
 from models.labels import LabelJoiner
 from models.scorer import limit_model_threads
-from stream.admin import admin_settings, ensure_topics, partition_counts
-from stream.changelog import CHANGELOG_TOPIC_CONFIG, Changelog, CheckpointDelivery, CheckpointSchedule, PartitionState
-from stream.codec import AvroCodec, AvroEncoder, RegistrySchemaSource, SchemaSource
+from stream.avro.codec import AvroCodec, AvroEncoder, SchemaSource
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError, SchemaRegistryUnavailableError, StreamError
-from stream.health import HealthServer
-from stream.keepalive import KeepAlive, hold
-from stream.metrics import ServiceMetrics
-from stream.processor import BatchProcessor, BatchResult, Replay
-from stream.quality import QualityTracker
-from stream.sink import PredictionSink
-from stream.source import KafkaSource
-from stream.stats import RunStats
-from stream.transactions import TransactionAbortedError, Transactions, TransactionStuckError
+from stream.kafka.admin import admin_settings, ensure_topics, partition_counts
+from stream.kafka.registry import RegistrySchemaSource
+from stream.kafka.sink import PredictionSink
+from stream.kafka.source import KafkaSource
+from stream.kafka.transactions import TransactionAbortedError, Transactions, TransactionStuckError
+from stream.pipeline.processor import BatchProcessor
+from stream.pipeline.quality import QualityTracker
+from stream.pipeline.results import BatchResult
+from stream.runtime.health import HealthServer
+from stream.runtime.keepalive import KeepAlive, hold
+from stream.runtime.metrics import ServiceMetrics
+from stream.runtime.stats import RunStats
+from stream.state.changelog import (
+    CHANGELOG_TOPIC_CONFIG,
+    Changelog,
+    CheckpointDelivery,
+    CheckpointSchedule,
+    PartitionState,
+)
+from stream.state.replay import Replay
+from stream.types import Offsets, TopicPartition
 
 __all__ = ["ScoringService", "build_service"]
 
@@ -238,7 +248,7 @@ class ScoringService:
                 self._progress[partition] = offset
         return result
 
-    def _on_assigned(self, committed: dict[tuple[str, int], int | None]) -> dict[tuple[str, int], int]:
+    def _on_assigned(self, committed: dict[TopicPartition, int | None]) -> Offsets:
         """Rebalance callback: read the new partitions' state; they start where their replay starts."""
         states = self._read_state({p: c for (t, p), c in committed.items() if t == self._input_topic})
         self._rebalance_ops.append(("restore", states))
@@ -252,11 +262,11 @@ class ScoringService:
         self.metrics.restore_seconds.observe(time.monotonic() - started)
         return states
 
-    def _starts(self, states: dict[int, PartitionState]) -> dict[tuple[str, int], int]:
+    def _starts(self, states: dict[int, PartitionState]) -> Offsets:
         """Where restored partitions are read from: their last checkpoint, when they have one."""
         return {(self._input_topic, p): s.resume_at for p, s in states.items() if s.resume_at is not None}
 
-    def _on_revoked(self, partitions: set[tuple[str, int]]) -> None:
+    def _on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: the state of partitions that left goes with them."""
         self._rebalance_ops.append(("drop", {p for t, p in partitions if t == self._input_topic}))
 
@@ -294,7 +304,7 @@ class ScoringService:
             logger.info("restored %d entities of %s[%d]%s", len(state.entities), *tp,
                         f"; replaying offsets {state.resume_at}-{state.committed}" if tp in self._replay.until else "")
 
-    def _reset_state(self, first: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    def _reset_state(self, first: Offsets) -> Offsets:
         """After a batch is abandoned: its partitions' state back to their commit; where to read from.
 
         ``first`` is each partition's first offset in the batch. Without a
@@ -355,7 +365,7 @@ class ScoringService:
         held and committed by a later call; ``wait_for_state`` waits for it.
         """
         result, self._in_flight = self._in_flight, None
-        offsets: dict[tuple[str, int], int] = {}
+        offsets: Offsets = {}
         if result is not None:
             self.sink.flush()
             latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
@@ -443,9 +453,9 @@ class ScoringService:
             self.metrics.lag.labels(topic, str(partition)).set(lag)
 
 
-def _first_offsets(messages: list) -> dict[tuple[str, int], int]:
+def _first_offsets(messages: list) -> Offsets:
     """Each partition's first offset in ``messages``: where to rewind to when the batch is read again."""
-    first: dict[tuple[str, int], int] = {}
+    first: Offsets = {}
     for m in messages:
         first.setdefault((m.topic(), m.partition()), m.offset())
     return first

@@ -17,7 +17,7 @@ from models.artifact import library_versions
 from models.training import reference_statistics
 from stream.config import ServiceConfig
 from stream.exceptions import ConfigError
-from stream.generators import KEY_FIELDS, generate
+from stream.tools.generators import KEY_FIELDS, generate
 
 __all__ = ["load_training_events", "train_from_config"]
 

@@ -11,6 +11,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 
 from stream.config import redact
 from stream.exceptions import KafkaFatalError, StateRestoreError
+from stream.types import Offsets
+from stream.types import TopicPartition as TP
 
 __all__ = ["CONSUMER_DEFAULTS", "KafkaSource"]
 
@@ -46,17 +48,17 @@ class KafkaSource:
         self._consumer = Consumer(self._settings)
         self._fatal: KafkaError | None = None
         self._last_error: str | None = None
-        self.assigned: set[tuple[str, int]] = set()
+        self.assigned: set[TP] = set()
         # (topic, partition) -> offset sent for commit, not yet confirmed
-        self._pending: dict[tuple[str, int], int] = {}
+        self._pending: Offsets = {}
         # Called first thing at revoke: the service completes its batch in flight there.
         self.before_revoke: Callable[[], None] | None = None
         # Called at assignment with each new partition's committed offset (None:
         # none); returns where to start reading instead, for the partitions whose
         # state is rebuilt by reading some input again.
-        self.on_assigned: Callable[[dict[tuple[str, int], int | None]], dict[tuple[str, int], int]] | None = None
+        self.on_assigned: Callable[[dict[TP, int | None]], Offsets] | None = None
         # Called with the partitions revoked or lost, once they are gone.
-        self.on_revoked: Callable[[set[tuple[str, int]]], None] | None = None
+        self.on_revoked: Callable[[set[TP]], None] | None = None
         self.committed_timeout_s = 120.0
         self._cooperative = "cooperative" in str(self._settings.get("partition.assignment.strategy", ""))
         self._topics = list(topics)
@@ -100,7 +102,7 @@ class KafkaSource:
                 logger.warning("consumer: %s", err.str())
         return good
 
-    def commit(self, next_offsets: Mapping[tuple[str, int], int], asynchronous: bool = True) -> None:
+    def commit(self, next_offsets: Mapping[TP, int], asynchronous: bool = True) -> None:
         """Commit ``next_offsets`` (the next offset to read per partition).
 
         Asynchronous by default: the loop goes on while the coordinator
@@ -118,13 +120,13 @@ class KafkaSource:
             return
         self._commit_sync(dict(next_offsets))
 
-    def commit_pending(self, partitions: set[tuple[str, int]] | None = None) -> None:
+    def commit_pending(self, partitions: set[TP] | None = None) -> None:
         """Synchronously commit what was sent asynchronously and not yet confirmed."""
         todo = {tp: o for tp, o in self._pending.items() if partitions is None or tp in partitions}
         if todo:
             self._commit_sync(todo)
 
-    def _commit_sync(self, next_offsets: dict[tuple[str, int], int]) -> None:
+    def _commit_sync(self, next_offsets: Offsets) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -139,7 +141,7 @@ class KafkaSource:
             # last committed offsets, so outputs may repeat but none are lost.
             logger.warning("commit of %s failed (outputs may be produced again): %s", next_offsets, exc)
 
-    def lag(self) -> dict[tuple[str, int], int]:
+    def lag(self) -> Offsets:
         """Messages between the position and the cached high watermark, per assigned partition."""
         tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
         if not tps:
@@ -157,7 +159,7 @@ class KafkaSource:
         """The consumer group metadata a transaction commits input offsets with."""
         return self._consumer.consumer_group_metadata()
 
-    def rewind(self, offsets: Mapping[tuple[str, int], int]) -> None:
+    def rewind(self, offsets: Mapping[TP, int]) -> None:
         """Read again from ``offsets`` (partitions no longer assigned are skipped)."""
         for (topic, partition), offset in offsets.items():
             if (topic, partition) in self.assigned:

@@ -44,7 +44,9 @@ from features import FeatureStore
 from features.snapshot import StateFormatError
 from models.drift import DriftMonitor
 from stream.exceptions import StateRestoreError
-from stream.sink import PredictionSink
+from stream.kafka.sink import PredictionSink
+from stream.types import Offsets
+from stream.types import TopicPartition as TP
 
 __all__ = ["CHANGELOG_TOPIC_CONFIG", "Changelog", "CheckpointDelivery", "CheckpointSchedule", "PartitionState", "select"]
 
@@ -270,14 +272,14 @@ class CheckpointDelivery:
 
     def __init__(self, sink: PredictionSink) -> None:
         self.sink = sink
-        self._waiting: set[tuple[str, int]] = set()  # partitions with a checkpoint not yet acknowledged
-        self._held: dict[tuple[str, int], int] = {}  # their offsets, to commit once it is
+        self._waiting: set[TP] = set()  # partitions with a checkpoint not yet acknowledged
+        self._held: Offsets = {}  # their offsets, to commit once it is
 
-    def sent(self, partitions: Iterable[tuple[str, int]]) -> None:
+    def sent(self, partitions: Iterable[TP]) -> None:
         """A checkpoint covering ``partitions`` was handed to ``sink``."""
         self._waiting.update(partitions)
 
-    def committable(self, offsets: Mapping[tuple[str, int], int], wait: bool = False) -> dict[tuple[str, int], int]:
+    def committable(self, offsets: Mapping[TP, int], wait: bool = False) -> Offsets:
         """Of ``offsets`` (and those held before), the ones whose checkpoints are acknowledged; holds the rest.
 
         With ``wait`` (revocation, stop), waits for every checkpoint sent, so nothing is held afterwards.

@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from stream.exceptions import KafkaFatalError, StreamError
-from stream.sink import PredictionSink
+from stream.kafka.sink import PredictionSink
+from stream.types import TopicPartition as TP
 
 __all__ = ["TransactionAbortedError", "TransactionStuckError", "Transactions"]
 
@@ -76,7 +77,7 @@ class Transactions:
         self._call("begin_transaction", self._producer.begin_transaction)
         self.open = True
 
-    def commit(self, next_offsets: Mapping[tuple[str, int], int], group_metadata: Any) -> None:
+    def commit(self, next_offsets: Mapping[TP, int], group_metadata: Any) -> None:
         """Add the input offsets to the open transaction and commit it.
 
         TransactionAbortedError when it had to be aborted instead.

@@ -13,9 +13,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from stream.codec import AvroEncoder
+from stream.avro.codec import AvroEncoder
 from stream.exceptions import DeliveryError
-from stream.sink import PRODUCER_DEFAULTS
+from stream.kafka.sink import PRODUCER_DEFAULTS
 
 __all__ = ["SimulationResult", "produce_events"]
 

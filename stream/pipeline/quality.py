@@ -10,9 +10,9 @@ import numpy as np
 from models.drift import DriftEvent, DriftMonitor
 from models.labels import CachedPrediction, LabelJoiner
 from models.scorer import Scores
-from stream.codec import AvroCodec
-from stream.deadletter import InputMessage
+from stream.avro.codec import AvroCodec
 from stream.exceptions import InvalidRecordError
+from stream.pipeline.deadletter import InputMessage
 
 __all__ = ["QualityTracker", "event_id"]
 

@@ -1,0 +1,1 @@
+"""Developer and operator tools: synthetic generators, the simulator, and the training glue."""
