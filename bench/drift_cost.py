@@ -30,7 +30,7 @@ from stream.config import load_config
 from stream.kafka.admin import ensure_topics
 from stream.pipeline.processor import BatchProcessor
 from stream.pipeline.quality import QualityTracker
-from stream.runtime.service import build_service
+from stream.runtime.wiring import build_service
 from stream.tools.generators import sensor_events
 from stream.tools.simulator import produce_events
 from stream.tools.train import train_from_config

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from stream.config import load_config  # noqa: E402
 from stream.kafka.admin import ensure_topics  # noqa: E402
-from stream.runtime.service import build_service  # noqa: E402
+from stream.runtime.wiring import build_service  # noqa: E402
 
 SLICES = 20
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.throughput import BACKLOG_EVENT_RATE, CONFIG, broker_with_model, env_for, produce  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.runtime.service import build_service  # noqa: E402
+from stream.runtime.wiring import build_service  # noqa: E402
 
 
 def main() -> int:

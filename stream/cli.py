@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, config: ServiceConfig | None) -> int:
-    from stream.runtime.service import build_service
+    from stream.runtime.wiring import build_service
 
     assert config is not None
     if not config.kafka.input_topics:

@@ -20,7 +20,7 @@ from schemas import load_schema
 from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.config import ServiceConfig
 from stream.pipeline.deadletter import HEADER_PREFIX
-from stream.runtime.service import build_service
+from stream.runtime.wiring import build_service
 from stream.tools.generators import sensor_events
 from tests.integration.helpers import (
     ROOT,

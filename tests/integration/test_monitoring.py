@@ -18,7 +18,8 @@ import pytest
 
 from schemas import load_schema
 from stream.avro.codec import AvroCodec, AvroEncoder
-from stream.runtime.service import ScoringService, build_service
+from stream.runtime.service import ScoringService
+from stream.runtime.wiring import build_service
 from stream.tools.generators import sensor_events
 from tests.integration.helpers import ROOT, produce, read_topic, service_config, unique
 

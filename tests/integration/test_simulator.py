@@ -17,7 +17,7 @@ from models import BatchScorer
 from schemas import load_schema
 from stream.avro.codec import AvroCodec
 from stream.config import load_config
-from stream.runtime.service import build_service
+from stream.runtime.wiring import build_service
 from stream.tools.generators import sp500_ticks
 from stream.tools.train import train_from_config
 from tests.integration.helpers import ROOT, read_topic, unique

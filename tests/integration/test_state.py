@@ -9,7 +9,7 @@ from features import compute_features
 from models import BatchScorer, ModelArtifact
 from schemas import load_schema
 from stream.avro.codec import AvroCodec
-from stream.runtime.service import build_service
+from stream.runtime.wiring import build_service
 from stream.tools.generators import sensor_events
 from tests.integration.helpers import produce, read_topic, service_config, unique
 

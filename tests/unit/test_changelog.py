@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stream.state.changelog import ENTITY_PREFIX, MARKER_KEY, CheckpointDelivery, CheckpointSchedule, select
+from stream.state.changelog import ENTITY_PREFIX, MARKER_KEY, select
+from stream.state.checkpoints import CheckpointDelivery, CheckpointSchedule
 
 SPEC = "spec-1"
 

@@ -1,0 +1,112 @@
+"""Checks across keys and against the schemas, run once the configuration is built."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream.config.sections import (
+    GUARANTEES,
+    MAX_BATCH_SIZE,
+    REGISTRY_POLICIES,
+    ServiceConfig,
+    ValidationConfig,
+    read_schema,
+)
+from stream.exceptions import ConfigError
+
+__all__ = ["validate"]
+
+_NUMERIC = ("double", "float", "int", "long")
+
+
+def validate(config: ServiceConfig) -> None:
+    """Raise ConfigError, naming the key, for the first setting that does not fit the others or the schemas."""
+    codec, batch, kafka = config.codec, config.batch, config.kafka
+    if codec.format not in ("raw", "confluent"):
+        raise ConfigError(f"codec.format must be 'raw' or 'confluent', got {codec.format!r}")
+    if codec.format == "confluent" and not codec.schema_registry_url:
+        raise ConfigError("codec.format = 'confluent' needs codec.schema_registry_url")
+    if not 1 <= batch.max_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch.max_size must be between 1 and {MAX_BATCH_SIZE}, got {batch.max_size}")
+    if not 0 <= batch.max_wait_ms <= 60_000:
+        raise ConfigError(f"batch.max_wait_ms must be between 0 and 60000, got {batch.max_wait_ms}")
+    if config.model.threads < 1:
+        raise ConfigError(f"model.threads must be >= 1, got {config.model.threads}")
+    if kafka.topic_partitions < 1:
+        raise ConfigError(f"kafka.topic_partitions must be >= 1, got {kafka.topic_partitions}")
+    for key in ("enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"):
+        if key in kafka.consumer:
+            raise ConfigError(f"kafka.consumer.{key} is managed by streamscore; set it through [kafka] or remove it")
+    schema = config.reader_schema
+    fields = {f["name"]: f["type"] for f in schema.get("fields", [])}
+    for what, name in (("codec.key_field", codec.key_field), ("codec.time_field", codec.time_field)):
+        if name not in fields:
+            raise ConfigError(f"{what} = {name!r} is not a field of the reader schema {codec.reader_schema} ({sorted(fields)})")
+    for name in config.features.fields:
+        if name not in fields:
+            raise ConfigError(f"feature field {name!r} is not a field of the reader schema {codec.reader_schema} ({sorted(fields)})")
+        if _base_type(fields[name]) not in _NUMERIC:
+            raise ConfigError(f"feature field {name!r} has Avro type {fields[name]!r}; features need a numeric type")
+    config.writer_schema  # noqa: B018 - fails early on an unreadable writer schema
+    config.output_schema  # noqa: B018
+    labels = config.labels
+    if labels.topic is not None:
+        if labels.topic in kafka.input_topics:
+            raise ConfigError(f"labels.topic {labels.topic!r} is also an input topic")
+        if labels.id_field is not None and labels.id_field not in fields:
+            raise ConfigError(f"labels.id_field = {labels.id_field!r} is not a field of the reader schema")
+        if labels.cache_size < 1 or labels.max_age_s <= 0:
+            raise ConfigError("labels.cache_size must be >= 1 and labels.max_age_s > 0")
+        read_schema(labels.schema, "labels.schema")
+    if not 0 <= config.metrics.port <= 65535:
+        raise ConfigError(f"metrics.port must be a TCP port (0 for any free one), got {config.metrics.port}")
+    read_schema(config.drift.schema, "drift.schema")
+    _validate_processing(config)
+    _validate_ranges(config.validation, config.features.fields)
+
+
+def _validate_processing(config: ServiceConfig) -> None:
+    processing, kafka = config.processing, config.kafka
+    if processing.guarantee not in GUARANTEES:
+        raise ConfigError(f"processing.guarantee must be one of {list(GUARANTEES)}, got {processing.guarantee!r}")
+    if processing.registry_unavailable not in REGISTRY_POLICIES:
+        raise ConfigError(f"processing.registry_unavailable must be one of {list(REGISTRY_POLICIES)}, "
+                          f"got {processing.registry_unavailable!r}")
+    if processing.shutdown_timeout_s <= 0 or processing.registry_retry_s <= 0:
+        raise ConfigError("processing.shutdown_timeout_s and processing.registry_retry_s must be > 0")
+    if "transactional.id" in kafka.producer:
+        raise ConfigError("kafka.producer.transactional.id is managed by streamscore; "
+                          "set processing.transactional_id (exactly_once only) or remove it")
+    if processing.transactional_id is not None and processing.guarantee != "exactly_once":
+        raise ConfigError("processing.transactional_id is only used with processing.guarantee = 'exactly_once'")
+    state = config.state
+    if state.changelog and len(kafka.input_topics) != 1:
+        raise ConfigError(f"state.changelog keeps one changelog partition per input partition, so it needs exactly "
+                          f"one input topic (kafka.input_topics = {list(kafka.input_topics)}); "
+                          "use one input topic or set state.changelog = false")
+    if state.checkpoint_interval_ms < 0 or state.restore_timeout_s <= 0:
+        raise ConfigError("state.checkpoint_interval_ms must be >= 0 and state.restore_timeout_s > 0")
+    if state.changelog and config.state_topic in (*kafka.input_topics, kafka.output_topic, kafka.dead_letter_topic):
+        raise ConfigError(f"state.topic {config.state_topic!r} is already used by [kafka]; name another")
+    if config.validation.max_record_bytes < 0:
+        raise ConfigError(f"validation.max_record_bytes must be >= 0 (0: no limit), "
+                          f"got {config.validation.max_record_bytes}")
+
+
+def _validate_ranges(validation: ValidationConfig, fields: tuple[str, ...]) -> None:
+    for name, bounds in validation.ranges.items():
+        if name not in fields:
+            raise ConfigError(f"validation.ranges.{name}: {name!r} is not a feature field ({list(fields)})")
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                or not bounds[0] <= bounds[1]):
+            raise ConfigError(f"validation.ranges.{name} must be [min, max] with min <= max, got {bounds!r}")
+
+
+def _base_type(avro_type: Any) -> str:
+    if isinstance(avro_type, dict):
+        return str(avro_type.get("type"))
+    if isinstance(avro_type, list):  # ["null", "double"]: the non-null branch
+        rest = [t for t in avro_type if t != "null"]
+        return _base_type(rest[0]) if len(rest) == 1 else "union"
+    return str(avro_type)

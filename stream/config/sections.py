@@ -1,0 +1,319 @@
+"""The configuration model: one frozen dataclass per section, with defaults and a comment on each key.
+
+The comments above each field are the documentation: ``stream.config.reference``
+turns them into ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from features import FeatureSpec
+from models.drift import SignalSpec
+from schemas import fingerprint, schema_path
+from stream.exceptions import ConfigError
+
+__all__ = [
+    "KafkaConfig",
+    "CodecConfig",
+    "BatchConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "SimulatorConfig",
+    "LabelsConfig",
+    "DriftConfig",
+    "MetricsConfig",
+    "ProcessingConfig",
+    "StateConfig",
+    "ValidationConfig",
+    "ServiceConfig",
+    "SECTIONS",
+    "read_schema",
+    "redact",
+]
+
+# librdkafka and Schema Registry settings whose values never reach a log or repr.
+_SECRET_WORDS = ("password", "secret", "token", "user.info", "key.pem", "private", "oauthbearer.config")
+# Upper bound on batch.max_size: far beyond where batching stops paying off,
+# low enough that one batch's outputs fit the producer queue comfortably.
+MAX_BATCH_SIZE = 100_000
+
+
+def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of librdkafka-style settings with secret values replaced by ``***``."""
+    return {k: ("***" if any(w in k.lower() for w in _SECRET_WORDS) else v) for k, v in settings.items()}
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Where to read and write, and librdkafka settings passed through unchanged."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "streamscore"
+    input_topics: tuple[str, ...] = ()
+    output_topic: str = "predictions"
+    dead_letter_topic: str = "streamscore-dead-letters"
+    # Create missing output and dead-letter topics at start-up with this many partitions.
+    create_topics: bool = True
+    topic_partitions: int = 8
+    consumer: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    producer: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"KafkaConfig(bootstrap_servers={self.bootstrap_servers!r}, group_id={self.group_id!r}, "
+            f"input_topics={self.input_topics!r}, output_topic={self.output_topic!r}, "
+            f"dead_letter_topic={self.dead_letter_topic!r}, consumer={redact(self.consumer)!r}, "
+            f"producer={redact(self.producer)!r})"
+        )
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """How input values are encoded, and which event fields are key and time."""
+
+    # "raw": schemaless Avro written with writer_schema; "confluent": magic
+    # byte 0, 4-byte schema id, Avro body, writer schema from the registry.
+    format: str = "raw"
+    # A bundled schema name ("sensor_reading") or a path to an .avsc file.
+    reader_schema: str = "sensor_reading"
+    # raw format only: the producers' schema; defaults to the reader schema.
+    writer_schema: str | None = None
+    schema_registry_url: str | None = None
+    schema_registry: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    key_field: str = "sensor_id"
+    time_field: str = "ts"
+    # The prediction schema; outputs use the same format as inputs.
+    output_schema: str = "prediction"
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Micro-batching: up to max_size events, waiting at most max_wait_ms for them."""
+
+    max_size: int = 1000
+    max_wait_ms: int = 50
+
+
+GUARANTEES = ("at_least_once", "exactly_once")
+REGISTRY_POLICIES = ("pause", "dead_letter")
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    """Delivery guarantee, and what the service does when things go wrong."""
+
+    # "at_least_once": offsets are committed after the outputs are acknowledged
+    # (a crash repeats outputs, never loses them). "exactly_once": outputs,
+    # dead letters, drift events and input offsets commit in one Kafka
+    # transaction per batch; readers use isolation.level=read_committed.
+    guarantee: str = "at_least_once"
+    # exactly_once: the producer's transactional.id. It must be stable across
+    # restarts of one instance (a restart then aborts what the old process left
+    # open) and unique among instances. Default: "<group_id>-<host name>".
+    transactional_id: str | None = None
+    # After SIGTERM/SIGINT: finish (or abort) the current batch, flush, commit,
+    # and exit 0 within this many seconds; past it the process exits 1 and the
+    # uncommitted batch is scored again by the next owner.
+    shutdown_timeout_s: float = 30.0
+    # When the schema registry stays unreachable after its retries: "pause"
+    # rewinds the batch and retries it later (nothing is dead-lettered for an
+    # outage); "dead_letter" sends the records whose schema is unknown to the
+    # dead-letter topic and goes on.
+    registry_unavailable: str = "pause"
+    # How long "pause" waits before trying the batch again.
+    registry_retry_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Where window and drift state is kept so that it follows its partition across processes."""
+
+    # Write each input partition's changed window state (and its drift
+    # detectors) to a compacted changelog topic, and restore it when the
+    # partition is assigned: a restart or rebalance then changes no prediction.
+    changelog: bool = True
+    # Default "<group_id>-state". One partition per input partition.
+    topic: str | None = None
+    # Each partition's state is saved with the first batch after this long
+    # (0: with every batch). A restore reads again at most this much input.
+    # On a 1,000,000-event backlog, 1 s checkpoints cost 6-15% of throughput
+    # and 5 s ones 0.5% (bench/state_cost.py).
+    checkpoint_interval_ms: int = 5000
+    # How long a restore may wait for committed offsets and the changelog.
+    restore_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Rules that send records to the dead-letter topic instead of the model."""
+
+    # Records (message values) larger than this many bytes are dead-lettered
+    # without decoding; 0 turns the check off.
+    max_record_bytes: int = 1_048_576
+    # Allowed range per numeric field, inclusive: temperature = [-40.0, 150.0].
+    # Values outside it are dead-lettered. Non-finite values always are.
+    ranges: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the model artifact directory is, and how many threads its calls may use."""
+
+    path: str = "artifacts/model"
+    # OpenMP/BLAS threads for model calls (threadpoolctl). One leaves the other
+    # core to librdkafka and the broker; several threads on two shared cores
+    # made a one-row HistGradientBoosting call ~10x slower under load.
+    threads: int = 1
+    # Predict HistGradientBoosting models with the compiled tree kernel
+    # (models/trees.py; same outputs bit for bit); false keeps scikit-learn's.
+    compiled: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How ``streamscore train`` builds its data set and model."""
+
+    # "simulator": events and labels from the seeded simulator;
+    # "avro": an Avro container file of events with a label field;
+    # "river": the market replay of river's bundled SP500Stocks.
+    source: str = "simulator"
+    events: int = 50_000
+    keys: int = 100
+    rate: float = 1000.0
+    seed: int = 42
+    avro_path: str | None = None
+    label_field: str = "label"
+    task: str = "classification"
+    estimator: str = "hist_gradient_boosting"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    test_fraction: float = 0.2
+    name: str = "model"
+    version: str = "1"
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Defaults for ``streamscore simulate``; its flags override them."""
+
+    kind: str = "sensor"
+    keys: int = 100
+    rate: float = 1000.0
+    seed: int = 42
+    partitions: int = 8
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """Delayed ground truth: an optional labels topic joined with recent predictions."""
+
+    topic: str | None = None  # None: no labels, no error metrics
+    # The event field that identifies an event; by default "<topic>/<partition>/<offset>".
+    id_field: str | None = None
+    cache_size: int = 100_000  # predictions held for their label, at most
+    max_age_s: float = 3600.0  # and for at most this long
+    schema: str = "label"
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Drift detection: which signals, which river detectors, where alarms go."""
+
+    enabled: bool = True
+    topic: str = "streamscore-drift"
+    schema: str = "drift_event"
+    signals: tuple[SignalSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The /metrics, /healthz and /readyz HTTP endpoint."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = 9400  # 0: any free port (logged at start-up)
+
+
+# The tables of a config file, each read into its dataclass ([features] and [drift] have builders of their own).
+SECTIONS: dict[str, type] = {
+    "kafka": KafkaConfig,
+    "codec": CodecConfig,
+    "batch": BatchConfig,
+    "model": ModelConfig,
+    "training": TrainingConfig,
+    "simulator": SimulatorConfig,
+    "labels": LabelsConfig,
+    "metrics": MetricsConfig,
+    "processing": ProcessingConfig,
+    "validation": ValidationConfig,
+    "state": StateConfig,
+}
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything the service, the trainer and the simulator need."""
+
+    kafka: KafkaConfig
+    codec: CodecConfig
+    batch: BatchConfig
+    features: FeatureSpec
+    model: ModelConfig
+    training: TrainingConfig
+    simulator: SimulatorConfig
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    log_level: str = "INFO"
+    source: str = "<defaults>"
+
+    @property
+    def reader_schema(self) -> dict[str, Any]:
+        return read_schema(self.codec.reader_schema, "codec.reader_schema")
+
+    @property
+    def writer_schema(self) -> dict[str, Any]:
+        if self.codec.writer_schema is None:
+            return self.reader_schema
+        return read_schema(self.codec.writer_schema, "codec.writer_schema")
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        return read_schema(self.codec.output_schema, "codec.output_schema")
+
+    @property
+    def transactional_id(self) -> str:
+        """exactly_once: processing.transactional_id, or "<group_id>-<host name>"."""
+        return self.processing.transactional_id or f"{self.kafka.group_id}-{socket.gethostname()}"
+
+    @property
+    def state_topic(self) -> str:
+        """state.topic, or "<group_id>-state"."""
+        return self.state.topic or f"{self.kafka.group_id}-state"
+
+    @property
+    def schema_fingerprint(self) -> str:
+        return fingerprint(self.reader_schema)
+
+
+def read_schema(name: str, where: str) -> dict[str, Any]:
+    path = Path(name)
+    if not path.suffix:
+        try:
+            path = schema_path(name)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: schema file {path} does not exist") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read schema {path}: {exc}") from exc

@@ -1,0 +1,167 @@
+"""The wiring: build a ready ScoringService from the configuration; any failure here is a start-up error."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from features import FeatureStore
+from models import BatchScorer, ModelArtifact
+from models.drift import DriftMonitor
+from models.labels import LabelJoiner
+from models.scorer import limit_model_threads
+from stream.avro.codec import AvroCodec, AvroEncoder, SchemaSource
+from stream.config import ServiceConfig, read_schema
+from stream.exceptions import ConfigError
+from stream.kafka.admin import admin_settings, ensure_topics, partition_counts
+from stream.kafka.registry import RegistrySchemaSource
+from stream.kafka.sink import PredictionSink
+from stream.kafka.source import KafkaSource
+from stream.kafka.transactions import Transactions
+from stream.pipeline.processor import BatchProcessor
+from stream.pipeline.quality import QualityTracker
+from stream.runtime.health import HealthServer
+from stream.runtime.metrics import ServiceMetrics
+from stream.runtime.service import ScoringService
+from stream.runtime.stats import RunStats
+from stream.state.changelog import CHANGELOG_TOPIC_CONFIG, Changelog
+from stream.state.checkpoints import CheckpointDelivery
+from stream.state.keeper import StateKeeper
+
+__all__ = ["build_service"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_service(config: ServiceConfig, schema_source: SchemaSource | None = None) -> ScoringService:
+    """Load the model, connect, and wire the service; failures here are start-up errors."""
+    kafka = config.kafka
+    artifact = ModelArtifact.load(Path(config.model.path), config.features, config.schema_fingerprint)
+    thread_limits = limit_model_threads(config.model.threads)
+    codec_cfg = config.codec
+    if codec_cfg.format == "confluent" and schema_source is None:
+        assert codec_cfg.schema_registry_url is not None
+        schema_source = RegistrySchemaSource(codec_cfg.schema_registry_url, codec_cfg.schema_registry)
+    codec = AvroCodec(
+        config.reader_schema,
+        codec_cfg.format,
+        writer_schema=config.writer_schema if codec_cfg.format == "raw" else None,
+        schema_source=schema_source,
+        dead_letter_unavailable=config.processing.registry_unavailable == "dead_letter",
+    )
+    output_id = None
+    if codec_cfg.format == "confluent":
+        assert schema_source is not None
+        output_id = schema_source.register(f"{kafka.output_topic}-value", config.output_schema)
+    encoder = AvroEncoder(config.output_schema, codec_cfg.format, output_id)
+    drift_encoder = None
+    if config.drift.enabled:
+        drift_schema = read_schema(config.drift.schema, "drift.schema")
+        drift_id = None
+        if schema_source is not None and codec_cfg.format == "confluent":
+            drift_id = schema_source.register(f"{config.drift.topic}-value", drift_schema)
+        drift_encoder = AvroEncoder(drift_schema, codec_cfg.format, drift_id)
+    processor = BatchProcessor(
+        codec=codec,
+        store=FeatureStore(config.features),
+        scorer=BatchScorer(artifact, compiled=config.model.compiled),
+        encoder=encoder,
+        key_field=codec_cfg.key_field,
+        time_field=codec_cfg.time_field,
+        quality=_quality_tracker(config, artifact, schema_source),
+        labels_topic=config.labels.topic,
+        max_record_bytes=config.validation.max_record_bytes,
+        ranges=config.validation.ranges,
+    )
+    processor.warm_up()
+    base = {"bootstrap.servers": kafka.bootstrap_servers}
+    if kafka.create_topics:
+        topics = {kafka.output_topic: kafka.topic_partitions, kafka.dead_letter_topic: kafka.topic_partitions}
+        if config.drift.enabled:
+            topics[config.drift.topic] = 1
+        ensure_topics({**base, **admin_settings(kafka.producer)}, topics)
+    stats = RunStats()
+    metrics = ServiceMetrics()
+    metrics.model.info({"name": artifact.name, "version": artifact.version, "sha256": artifact.manifest["sha256"]})
+    exactly_once = config.processing.guarantee == "exactly_once"
+    producer = {**base, **kafka.producer}
+    if exactly_once:
+        producer["transactional.id"] = config.transactional_id
+    sink = PredictionSink(producer)
+    transactions = Transactions(sink) if exactly_once else None
+    topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
+    source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, topics_in)
+    changelog = _changelog(config, processor) if config.state.changelog else None
+    # exactly-once: checkpoints go in the batch's transaction, on its producer
+    checkpoints = CheckpointDelivery(PredictionSink(producer)) if changelog is not None and not exactly_once else None
+    state = StateKeeper(
+        input_topic=kafka.input_topics[0], changelog=changelog, checkpoints=checkpoints,
+        checkpoint_interval_s=config.state.checkpoint_interval_ms / 1000.0,
+        restore_seconds=metrics.restore_seconds, restored=metrics.state_restored, records=metrics.state_records,
+    )
+    service = ScoringService(
+        config=config, processor=processor, source=source, sink=sink, state=state, stats=stats, metrics=metrics,
+        drift_encoder=drift_encoder, transactions=transactions,
+    )
+    service.thread_limits = thread_limits
+    if config.metrics.enabled:
+        try:
+            service.health = HealthServer(config.metrics.host, config.metrics.port, metrics.registry,
+                                          service.readiness)
+        except OSError as exc:
+            source.close()
+            raise ConfigError(
+                f"cannot serve metrics on {config.metrics.host}:{config.metrics.port} ({exc.strerror}); "
+                "set metrics.port (0 picks a free one) or metrics.enabled = false"
+            ) from exc
+    return service
+
+
+def _changelog(config: ServiceConfig, processor: BatchProcessor) -> Changelog:
+    """The state changelog, its topic created (or checked) with one partition per input partition."""
+    kafka, topic = config.kafka, config.state_topic
+    base = {"bootstrap.servers": kafka.bootstrap_servers}
+    admin = {**base, **admin_settings(kafka.producer)}
+    input_topic = kafka.input_topics[0]
+    counts = partition_counts(admin, [input_topic, topic])
+    wanted = counts.get(input_topic)
+    if wanted is None:
+        logger.warning("input topic %s does not exist yet: the state changelog %s is sized for "
+                       "kafka.topic_partitions = %d partitions", input_topic, topic, kafka.topic_partitions)
+        wanted = kafka.topic_partitions
+    if topic in counts:
+        if counts[topic] != wanted:
+            raise ConfigError(f"state changelog {topic} has {counts[topic]} partitions but {input_topic} has {wanted}: "
+                              "they must match (one changelog partition per input partition); delete it, or set "
+                              "state.topic to a new name")
+    elif not kafka.create_topics:
+        raise ConfigError(f"state changelog {topic} does not exist and kafka.create_topics is false: create it with "
+                          f"{wanted} partitions and cleanup.policy=compact, or set state.changelog = false")
+    else:
+        ensure_topics(admin, {topic: wanted}, {topic: CHANGELOG_TOPIC_CONFIG})
+    monitor = processor.quality.monitor if processor.quality is not None else None
+    return Changelog(topic, processor.store, monitor, {**base, **admin_settings(kafka.consumer)},
+                     config.state.restore_timeout_s)
+
+
+def _quality_tracker(
+    config: ServiceConfig, artifact: ModelArtifact, schema_source: SchemaSource | None
+) -> QualityTracker | None:
+    """Drift detectors and, with a labels topic, the label join; None when neither is on."""
+    monitor = None
+    if config.drift.enabled and config.drift.signals:
+        monitor = DriftMonitor(
+            config.drift.signals, artifact.name, artifact.version, config.features.fields,
+            config.features.feature_names, artifact.manifest.get("reference"),
+        )
+    joiner = label_codec = None
+    labels = config.labels
+    if labels.topic is not None:
+        joiner = LabelJoiner(str(artifact.manifest.get("task", "classification")),
+                             artifact.manifest.get("classes", []), labels.cache_size, labels.max_age_s)
+        label_codec = AvroCodec(read_schema(labels.schema, "labels.schema"), config.codec.format,
+                                schema_source=schema_source)
+    if monitor is None and joiner is None:
+        return None
+    return QualityTracker(monitor, artifact.version, joiner, label_codec, labels.id_field)
+
