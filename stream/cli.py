@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ logger = logging.getLogger("streamscore")
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_STARTUP = 2
+# Where synthetic event times start by default (2023-11-14): fixed, so a seeded run is the same run.
+SYNTHETIC_START_MS = 1_700_000_000_000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        config = load_config(args.config, os.environ) if args.config else None
+        config = load_config(args.config, os.environ, _overrides(args)) if args.config else None
         if config is not None:
             logging.getLogger().setLevel(config.log_level)
         return int(args.func(args, config))
@@ -54,6 +57,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamError as exc:
         logger.error("fatal: %s", exc)
         return EXIT_FATAL
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The configuration keys set by ``run``'s flags; they win over the file and the environment."""
+    kafka: dict[str, Any] = {}
+    if getattr(args, "input_topic", None):
+        kafka["input_topics"] = [t for value in args.input_topic for t in value.split(",") if t]
+    if getattr(args, "output_topic", None):
+        kafka["output_topic"] = args.output_topic
+    if getattr(args, "group", None):
+        kafka["group_id"] = args.group
+    overrides: dict[str, dict[str, Any]] = {"kafka": kafka} if kafka else {}
+    if getattr(args, "model", None):
+        overrides["model"] = {"path": args.model}
+    return overrides
 
 
 def _run(args: argparse.Namespace, config: ServiceConfig | None) -> int:
@@ -104,6 +122,11 @@ def _run_workers(args: argparse.Namespace, config: ServiceConfig) -> int:
     if single:
         raise ConfigError(f"{', '.join(single)} apply to one process; leave them out with --workers")
     command = [sys.executable, "-m", "stream.cli", "run", "--config", str(args.config)]
+    for flag in ("input_topic", "output_topic", "group", "model"):
+        value = getattr(args, flag)
+        if value:
+            values = value if isinstance(value, list) else [value]
+            command += [arg for v in values for arg in (f"--{flag.replace('_', '-')}", v)]
     if args.idle_exit_seconds is not None:
         command += ["--idle-exit-seconds", str(args.idle_exit_seconds)]
     return supervise(command, os.environ, config, args.workers)
@@ -133,21 +156,24 @@ def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
 def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     from schemas import load_schema
     from stream.avro.codec import AvroEncoder
+    from stream.config import SimulatorConfig
     from stream.kafka.admin import admin_settings, ensure_topics
     from stream.kafka.registry import RegistrySchemaSource
     from stream.tools.generators import KEY_FIELDS, SCHEMAS, generate
     from stream.tools.simulator import produce_events
 
-    kind = "sp500" if args.replay == "sp500" else args.kind
-    if args.replay and args.kind != "market":
+    sim = config.simulator if config else SimulatorConfig()
+    kind = args.kind or sim.kind
+    if args.replay and kind != "market":
         raise ConfigError("--replay sp500 replays market ticks: use it with --kind market")
+    if args.replay:
+        kind = "sp500"
     if args.event_rate is not None and args.event_rate <= 0:
         raise ConfigError(f"--event-rate must be > 0 events/s, got {args.event_rate}")
-    sim = config.simulator if config else None
-    keys = args.keys if args.keys is not None else (sim.keys if sim else 100)
-    rate = args.rate if args.rate is not None else (sim.rate if sim else 1000.0)
-    seed = args.seed if args.seed is not None else (sim.seed if sim else 42)
-    partitions = args.partitions if args.partitions is not None else (sim.partitions if sim else 8)
+    keys = args.keys if args.keys is not None else sim.keys
+    rate = args.rate if args.rate is not None else sim.rate
+    seed = args.seed if args.seed is not None else sim.seed
+    partitions = args.partitions if args.partitions is not None else sim.partitions
     bootstrap = args.bootstrap_servers or (config.kafka.bootstrap_servers if config else None) \
         or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -161,8 +187,17 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
         registry = RegistrySchemaSource(config.codec.schema_registry_url, config.codec.schema_registry)
         schema_id = registry.register(f"{args.topic}-value", schema)
     ensure_topics({"bootstrap.servers": bootstrap, **admin_settings(settings)}, {args.topic: partitions})
-    start_ms = None if args.event_time == "live" else args.start_ms
     spacing = args.event_rate if args.event_rate is not None else (rate if rate > 0 else 1000.0)
+    start_ms = args.start_ms
+    if args.backlog:
+        # As fast as possible, with the event times of a live stream at `spacing` events/s that ends now.
+        rate = 0.0
+        if start_ms is None:
+            start_ms = int(time.time() * 1000 - args.count * 1000 / spacing)
+    elif args.event_time == "live":
+        start_ms = None
+    elif start_ms is None:
+        start_ms = SYNTHETIC_START_MS
     events = generate(kind, args.count, keys, seed, spacing, start_ms, args.drift_at, args.drift_sigma)
     result = produce_events(
         settings, args.topic, events, AvroEncoder(schema, wire, schema_id), KEY_FIELDS[kind],
@@ -185,6 +220,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="join the consumer group and score the input topics")
     run.add_argument("--config", required=True, help="TOML configuration file")
+    run.add_argument("--input-topic", action="append", metavar="TOPIC",
+                     help="score this topic (repeat, or separate with commas); overrides kafka.input_topics")
+    run.add_argument("--output-topic", help="produce predictions here; overrides kafka.output_topic")
+    run.add_argument("--group", help="consumer group; overrides kafka.group_id")
+    run.add_argument("--model", help="model artifact directory; overrides model.path")
     run.add_argument("--max-events", type=int, help="stop after this many input events")
     run.add_argument("--idle-exit-seconds", type=float, help="stop after this long without input")
     run.add_argument("--summary-json", help="also write the run summary to this file")
@@ -204,7 +244,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="produce seeded synthetic events (or a replay of SP500Stocks)")
     sim.add_argument("--config", help="TOML configuration file: broker, wire format and [simulator] defaults")
-    sim.add_argument("--kind", choices=("sensor", "market"), default="sensor")
+    sim.add_argument("--kind", choices=("sensor", "market"),
+                     help="the events to make (default: [simulator] kind of --config, else sensor)")
     sim.add_argument("--replay", choices=("sp500",), help="market only: replay river's bundled SP500Stocks returns")
     sim.add_argument("--topic", required=True)
     sim.add_argument("--count", type=int, required=True)
@@ -215,11 +256,16 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--drift-sigma", type=float, default=1.0, help="size of the shift, in noise standard deviations")
     sim.add_argument("--partitions", type=int, help="partitions of the topic if it is created")
     sim.add_argument("--event-time", choices=("live", "synthetic"), default="live",
-                     help="live: the wall clock when produced; synthetic: --start-ms plus 1/rate per event")
-    sim.add_argument("--start-ms", type=int, default=1_700_000_000_000)
+                     help="live: the wall clock when produced; synthetic: --start-ms plus 1/--event-rate per event")
+    sim.add_argument("--start-ms", type=int,
+                     help=f"synthetic event times start here (default {SYNTHETIC_START_MS}; with --backlog, "
+                          "so that the last event is about now)")
     sim.add_argument("--event-rate", type=float,
                      help="synthetic event times: spaced as for this many events/s (default --rate, or 1000 "
                           "when --rate is 0), so a backlog produced as fast as possible keeps a live stream's spacing")
+    sim.add_argument("--backlog", action="store_true",
+                     help="produce as fast as possible, with synthetic event times spaced as a live stream of "
+                          "--event-rate (or the rate) events/s ending now: a backlog for the scorer to catch up on")
     sim.add_argument("--bad-every", type=int, default=0, help="replace every Nth event by bytes that are not Avro")
     sim.add_argument("--bootstrap-servers")
     sim.set_defaults(func=_simulate)

@@ -8,6 +8,7 @@ from stream.config.sections import (
     GUARANTEES,
     MAX_BATCH_SIZE,
     REGISTRY_POLICIES,
+    SIMULATOR_KINDS,
     ServiceConfig,
     ValidationConfig,
     read_schema,
@@ -61,6 +62,8 @@ def validate(config: ServiceConfig) -> None:
     if not 0 <= config.metrics.port <= 65535:
         raise ConfigError(f"metrics.port must be a TCP port (0 for any free one), got {config.metrics.port}")
     read_schema(config.drift.schema, "drift.schema")
+    if config.simulator.kind not in SIMULATOR_KINDS:
+        raise ConfigError(f"simulator.kind must be one of {list(SIMULATOR_KINDS)}, got {config.simulator.kind!r}")
     _validate_processing(config)
     _validate_ranges(config.validation, config.features.fields)
 

@@ -1,8 +1,9 @@
 """Loading the configuration: a TOML file plus environment overrides, merged, typed and checked.
 
 Precedence, lowest first: defaults, the TOML file, ``KAFKA_BOOTSTRAP_SERVERS``
-(the variable ``scripts/local-kafka`` prints), then ``STREAMSCORE_<SECTION>__<KEY>``
-variables, e.g. ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS`` or
+(the variable ``scripts/local-kafka`` prints), ``STREAMSCORE_<SECTION>__<KEY>``
+variables, then the flags of ``streamscore run`` (``--input-topic``,
+``--output-topic``, ``--group``, ``--model``). Variables look like ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS`` or
 ``STREAMSCORE_BATCH__MAX_SIZE=500``. Values from the environment are read as
 TOML values when they parse as one (numbers, booleans, arrays), else as
 strings. librdkafka settings go in the ``kafka.consumer`` / ``kafka.producer``
@@ -42,8 +43,16 @@ _DRIFT_KEYS = {"enabled", "topic", "schema", "signals"}
 _SIGNAL_KEYS = {"source", "name", "detector", "params", "sample_every"}
 
 
-def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> ServiceConfig:
-    """Read, merge and validate the configuration; raise ConfigError with an actionable message."""
+def load_config(
+    path: str | Path | None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ServiceConfig:
+    """Read, merge and validate the configuration; raise ConfigError with an actionable message.
+
+    ``overrides`` (section -> key -> value, from command-line flags) win over
+    the file and the environment.
+    """
     data: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
@@ -57,6 +66,11 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     _apply_environment(data, dict(environ or {}))
+    for section, values in (overrides or {}).items():
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] in {source} must be a table")
+        table.update(values)
     config = _build(data, source)
     validate(config)
     return config

@@ -53,15 +53,23 @@ def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
 class KafkaConfig:
     """Where to read and write, and librdkafka settings passed through unchanged."""
 
+    # The brokers, host:port[,host:port...]; KAFKA_BOOTSTRAP_SERVERS overrides the file.
     bootstrap_servers: str = "127.0.0.1:9092"
+    # The consumer group: every scorer of one stream shares it, and Kafka splits the partitions among them.
     group_id: str = "streamscore"
+    # The topics to score (a comma-separated string from the environment). One topic when state.changelog is on.
     input_topics: tuple[str, ...] = ()
+    # One prediction per scored event goes here, keyed by the event's key field.
     output_topic: str = "predictions"
+    # Records that cannot be scored go here with the reason in headers (docs/wire-format.md).
     dead_letter_topic: str = "streamscore-dead-letters"
-    # Create missing output and dead-letter topics at start-up with this many partitions.
+    # Create missing output, dead-letter, drift and state topics at start-up.
     create_topics: bool = True
+    # Partitions of the topics created at start-up (the state topic takes the input topic's count).
     topic_partitions: int = 8
+    # librdkafka consumer settings, passed through (security, fetch sizes); a few are managed by streamscore.
     consumer: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # librdkafka producer settings, passed through (security, linger.ms, compression.type).
     producer: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
@@ -84,9 +92,13 @@ class CodecConfig:
     reader_schema: str = "sensor_reading"
     # raw format only: the producers' schema; defaults to the reader schema.
     writer_schema: str | None = None
+    # confluent format only: the registry's URL (credentials go in schema_registry, not here).
     schema_registry_url: str | None = None
+    # Schema Registry client settings, passed through ("basic.auth.user.info", "ssl.ca.location").
     schema_registry: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # The event field that identifies an entity: its windows, and the key of its predictions.
     key_field: str = "sensor_id"
+    # The event field holding event time, epoch milliseconds; time windows and latency use it.
     time_field: str = "ts"
     # The prediction schema; outputs use the same format as inputs.
     output_schema: str = "prediction"
@@ -96,7 +108,9 @@ class CodecConfig:
 class BatchConfig:
     """Micro-batching: up to max_size events, waiting at most max_wait_ms for them."""
 
+    # Most events scored in one model call; a backlog fills batches to this size.
     max_size: int = 1000
+    # How long a batch may wait for more events once its first one is here (docs/delivery.md, latency).
     max_wait_ms: int = 50
 
 
@@ -165,6 +179,7 @@ class ValidationConfig:
 class ModelConfig:
     """Where the model artifact directory is, and how many threads its calls may use."""
 
+    # The model artifact directory: model.joblib and manifest.json (streamscore train --out writes one).
     path: str = "artifacts/model"
     # OpenMP/BLAS threads for model calls (threadpoolctl). One leaves the other
     # core to librdkafka and the broker; several threads on two shared cores
@@ -183,28 +198,44 @@ class TrainingConfig:
     # "avro": an Avro container file of events with a label field;
     # "river": the market replay of river's bundled SP500Stocks.
     source: str = "simulator"
+    # simulator source: how many events, over how many keys, at what event rate, from which seed.
     events: int = 50_000
     keys: int = 100
     rate: float = 1000.0
     seed: int = 42
+    # avro source: the container file to read.
     avro_path: str | None = None
+    # avro source: the event field that holds the label.
     label_field: str = "label"
+    # "classification" (predict_proba, one probability per class) or "regression" (predict).
     task: str = "classification"
+    # The scikit-learn estimator: "hist_gradient_boosting", or "logistic_regression" (Ridge for regression).
     estimator: str = "hist_gradient_boosting"
+    # Keyword arguments for the estimator, passed through.
     params: Mapping[str, Any] = field(default_factory=dict)
+    # The share of events held out (the latest ones) for the manifest's metrics.
     test_fraction: float = 0.2
+    # The name and version written into the manifest; predictions carry both.
     name: str = "model"
     version: str = "1"
+
+
+SIMULATOR_KINDS = ("sensor", "market")
 
 
 @dataclass(frozen=True)
 class SimulatorConfig:
     """Defaults for ``streamscore simulate``; its flags override them."""
 
+    # "sensor" (sensor_reading events) or "market" (market_tick events).
     kind: str = "sensor"
+    # Distinct entities (keys) the events spread over.
     keys: int = 100
+    # Events per second produced; 0 produces as fast as possible.
     rate: float = 1000.0
+    # The generator's seed: the same seed gives the same events.
     seed: int = 42
+    # Partitions of the topic, when simulate creates it.
     partitions: int = 8
 
 
@@ -217,6 +248,7 @@ class LabelsConfig:
     id_field: str | None = None
     cache_size: int = 100_000  # predictions held for their label, at most
     max_age_s: float = 3600.0  # and for at most this long
+    # The labels' Avro schema: a bundled name or an .avsc path.
     schema: str = "label"
 
 
@@ -224,9 +256,14 @@ class LabelsConfig:
 class DriftConfig:
     """Drift detection: which signals, which river detectors, where alarms go."""
 
+    # Watch the signals below with river detectors and publish an event when one fires.
     enabled: bool = True
+    # Drift events go here, one per alarm.
     topic: str = "streamscore-drift"
+    # The drift events' Avro schema: a bundled name or an .avsc path.
     schema: str = "drift_event"
+    # [[drift.signals]] tables: source (score, input, feature, error), name, detector, params, sample_every.
+    # None given: the score, every feature field and the error, each with ADWIN (docs/drift.md).
     signals: tuple[SignalSpec, ...] = ()
 
 
@@ -234,7 +271,9 @@ class DriftConfig:
 class MetricsConfig:
     """The /metrics, /healthz and /readyz HTTP endpoint."""
 
+    # Serve /metrics (Prometheus), /healthz and /readyz.
     enabled: bool = True
+    # The address to listen on; 127.0.0.1 keeps it to this machine.
     host: str = "0.0.0.0"
     port: int = 9400  # 0: any free port (logged at start-up)
 

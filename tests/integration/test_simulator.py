@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -68,6 +69,30 @@ def test_a_backlog_produced_at_full_speed_keeps_the_event_time_spacing_asked_for
                            "--topic", topic, "--count", "1", "--event-rate", "0"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2 and "--event-rate must be > 0" in proc.stderr
+
+
+def test_backlog_mode_spaces_event_times_at_the_event_rate_and_ends_about_now(kafka_bootstrap: str) -> None:
+    topic = unique("sim-backlog")
+    before_ms = time.time() * 1000
+    result = simulate(kafka_bootstrap, "--topic", topic, "--count", "1000", "--backlog", "--event-rate", "250",
+                      "--partitions", "1", "--keys", "5")
+    after_ms = time.time() * 1000
+    assert result["produced"] == 1000
+    codec = AvroCodec(load_schema("sensor_reading"))
+    times = [codec.decode(r.value)["ts"] for r in sorted(read_topic(kafka_bootstrap, topic, expected=1000),
+                                                          key=lambda r: r.offset)]
+    assert np.all(np.diff(times) == 4)  # 4 ms apart: 250 events/s
+    span_ms = 1000 * 1000 / 250
+    assert before_ms - span_ms - 1 <= times[0] <= after_ms - span_ms  # so the last event is about now
+
+
+def test_simulate_makes_the_kind_the_config_names(kafka_bootstrap: str) -> None:
+    topic = unique("sim-kind")
+    simulate(kafka_bootstrap, "--config", str(ROOT / "examples" / "market.toml"), "--topic", topic,
+             "--count", "50", "--rate", "0", "--partitions", "1")
+    codec = AvroCodec(load_schema("market_tick"))
+    records = [codec.decode(r.value) for r in read_topic(kafka_bootstrap, topic, expected=50)]
+    assert len(records) == 50 and all("symbol" in r and "price" in r for r in records)
 
 
 def test_bad_every_sends_undecodable_values(kafka_bootstrap: str) -> None:

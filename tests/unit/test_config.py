@@ -155,3 +155,23 @@ def test_the_secure_example_loads_and_keeps_its_secrets_out_of_logs(caplog: pyte
     assert "sasl.password" in caplog.text, "the producer settings were logged"
     assert "hunter2" not in caplog.text
     del sink
+
+
+def test_run_flags_win_over_the_environment_and_the_file() -> None:
+    from stream.cli import _overrides, _parser
+
+    args = _parser().parse_args(["run", "--config", str(SENSOR), "--input-topic", "in-a,in-b", "--input-topic",
+                                 "in-c", "--output-topic", "out", "--group", "g1", "--model", "models/m1"])
+    config = load_config(SENSOR, {"STREAMSCORE_KAFKA__OUTPUT_TOPIC": "from-env", "STREAMSCORE_KAFKA__GROUP_ID": "eg",
+                                  "STREAMSCORE_STATE__CHANGELOG": "false"}, _overrides(args))
+    assert config.kafka.input_topics == ("in-a", "in-b", "in-c")
+    assert config.kafka.output_topic == "out"
+    assert config.kafka.group_id == "g1"
+    assert config.model.path == "models/m1"
+    file_only = load_config(SENSOR, {}, _overrides(_parser().parse_args(["run", "--config", str(SENSOR)])))
+    assert file_only.kafka.output_topic == load_config(SENSOR, {}).kafka.output_topic != "out"
+
+
+def test_simulator_kind_is_checked_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="simulator.kind must be one of"):
+        load_config(SENSOR, {"STREAMSCORE_SIMULATOR__KIND": "sp500"})
