@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint venv broker-start broker-stop broker-status clean drift-report bench-drift-cost bench-state bench chaos
+.PHONY: demo test test-unit lint docs venv broker-start broker-stop broker-status clean drift-report bench-drift-cost bench-state bench chaos
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
@@ -19,8 +19,13 @@ test: $(STAMP)  ## every test; integration tests on a real broker (and a real Pr
 test-unit: $(STAMP)  ## pure-logic tests, no broker
 	$(BIN)/python -m pytest tests/unit
 
-lint: $(STAMP)  ## static checks (pyflakes, bugbear, pyupgrade, import order)
+lint: $(STAMP)  ## static checks: ruff (see pyproject.toml for the rules) and mypy on stream, features, models
 	$(BIN)/ruff check stream features models schemas tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m stream.tools.docs --check
+
+docs: $(STAMP)  ## regenerate docs/configuration.md and docs/metrics.md from the code
+	$(BIN)/python -m stream.tools.docs
 
 bench: $(STAMP)  ## throughput and latency against a per-event loop and a consume+decode ceiling
 	scripts/local-kafka with $(BIN)/python bench/throughput.py

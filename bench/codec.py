@@ -16,12 +16,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schemas import load_schema  # noqa: E402
-from stream.avro.codec import AvroCodec, AvroEncoder  # noqa: E402
-from stream.avro.decoder import BatchDecoder, column_for  # noqa: E402
-from stream.avro.encoder import BatchEncoder  # noqa: E402
-from stream.pipeline.processor import prediction_bindings  # noqa: E402
-from stream.tools.generators import sensor_events  # noqa: E402
+from schemas import load_schema
+from stream.avro.codec import AvroCodec, AvroEncoder
+from stream.avro.decoder import BatchDecoder, column_for
+from stream.avro.encoder import BatchEncoder
+from stream.pipeline.processor import prediction_bindings
+from stream.tools.generators import sensor_events
 
 N = 1000
 ROUNDS = 30

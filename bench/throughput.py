@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.tools.chaos.processes import scorer_environ
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CONFIG = ROOT / "examples" / "sensor.toml"
@@ -69,13 +71,8 @@ def say(text: str) -> None:
 
 
 def env_for(bootstrap: str, topic: str, group: str, **settings: Any) -> dict[str, str]:
-    env = {**os.environ, "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-           "STREAMSCORE_KAFKA__INPUT_TOPICS": json.dumps([topic]), "STREAMSCORE_KAFKA__GROUP_ID": group,
-           "STREAMSCORE_KAFKA__OUTPUT_TOPIC": topic + "-out", "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": topic + "-dlq",
-           "STREAMSCORE_DRIFT__TOPIC": topic + "-drift", "STREAMSCORE_MODEL__PATH": str(MODEL),
-           "STREAMSCORE_METRICS__ENABLED": "false", "STREAMSCORE_LOG_LEVEL": "WARNING"}
-    env.update({f"STREAMSCORE_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
+    """The environment of a scorer of ``topic`` with the demo model."""
+    return scorer_environ(bootstrap, topic, group, MODEL, **settings)
 
 
 def broker_with_model() -> str | None:

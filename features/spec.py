@@ -8,7 +8,7 @@ from typing import Any
 
 from features.exceptions import FeatureSpecError
 
-__all__ = ["AGGREGATES", "WindowSpec", "FeatureSpec"]
+__all__ = ["AGGREGATES", "FeatureSpec", "WindowSpec"]
 
 # Every aggregate a window can report. "delta" is last minus first value in
 # the window; "std" is the population standard deviation (ddof=0); "ewma" is

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -45,13 +46,14 @@ class FeatureStore:
         self._fields = spec.fields
         n_fields = len(spec.fields)
         self._slots: dict[str, int] = {}
-        self._windows = []
+        # per window: its state, count size (0: time window), span in ms, 1 - ewma alpha, aggregates, first column
+        self._windows: list[tuple[WindowState, int, float, float, np.ndarray, int]] = []
         col0 = 0
         for w in spec.windows:
-            state = WindowState(n_fields, (w.size + 1) if w.kind == "count" else TIME_WINDOW_CAPACITY)
+            size = (w.size or 0) if w.kind == "count" else 0
+            state = WindowState(n_fields, size + 1 if w.kind == "count" else TIME_WINDOW_CAPACITY)
             aggs = np.array([AGG_CODES[a] for a in w.aggregates], dtype=np.int64)
-            size = w.size if w.kind == "count" else 0
-            span_ms = float(w.seconds) * 1000.0 if w.kind == "time" else 0.0
+            span_ms = float(w.seconds or 0.0) * 1000.0 if w.kind == "time" else 0.0
             self._windows.append((state, size, span_ms, 1.0 - w.ewma_alpha, aggs, col0))
             col0 += len(w.aggregates)
         self._stride = col0  # features per field
@@ -84,8 +86,8 @@ class FeatureStore:
         for _key, _ts, values in events:
             check_values(fields, values)
         times = np.fromiter((ts for _, ts, _ in events), dtype=np.int64, count=len(events))
-        values = np.asarray([v for _, _, v in events], dtype=np.float64).reshape(len(events), len(fields))
-        return self.update_arrays([key for key, _, _ in events], times, values)
+        matrix = np.asarray([v for _, _, v in events], dtype=np.float64).reshape(len(events), len(fields))
+        return self.update_arrays([key for key, _, _ in events], times, matrix)
 
     def update_arrays(self, keys: Sequence[str], times: np.ndarray, values: np.ndarray,
                       shards: np.ndarray | None = None) -> np.ndarray:
@@ -139,6 +141,16 @@ class FeatureStore:
             self._dirty = np.concatenate([self._dirty, np.zeros(size - len(self._dirty), dtype=bool)])
         return np.asarray(slots, dtype=np.int64)
 
+    def _key_of(self, slot: int) -> str:
+        key = self._keys[slot]
+        assert key is not None, f"slot {slot} is free"
+        return key
+
+    def _held_keys(self, slots: np.ndarray) -> list[str]:
+        keys = [self._keys[s] for s in slots.tolist()]
+        assert None not in keys, "a free slot among held ones"
+        return cast(list[str], keys)
+
     def _slots_of(self, shard: int) -> np.ndarray:
         held = np.zeros(len(self._shard), dtype=bool)
         held[np.fromiter(self._slots.values(), dtype=np.int64, count=len(self._slots))] = True
@@ -146,12 +158,12 @@ class FeatureStore:
 
     def keys(self, shard: int) -> list[str]:
         """Keys with state in ``shard``."""
-        return [self._keys[s] for s in self._slots_of(shard).tolist()]  # type: ignore[misc]
+        return self._held_keys(self._slots_of(shard))
 
     def dirty(self, shard: int) -> list[str]:
         """Keys of ``shard`` updated (or loaded) since its last ``clean``."""
         slots = self._slots_of(shard)
-        return [self._keys[s] for s in slots[self._dirty[slots]].tolist()]  # type: ignore[misc]
+        return self._held_keys(slots[self._dirty[slots]])
 
     def clean(self, shard: int) -> None:
         """Mark every key of ``shard`` as saved."""
@@ -187,7 +199,7 @@ class FeatureStore:
         """Forget every key of ``shard`` (its partition moved away); returns how many."""
         slots = self._slots_of(shard)
         for slot in slots.tolist():
-            del self._slots[self._keys[slot]]  # type: ignore[arg-type]
+            del self._slots[self._key_of(slot)]
             self._keys[slot] = None
             self._free.append(slot)
             for state, *_ in self._windows:

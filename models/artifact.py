@@ -21,7 +21,7 @@ import joblib
 from features import FeatureSpec
 from models.exceptions import ModelLoadError
 
-__all__ = ["MODEL_FILE", "MANIFEST_FILE", "ModelArtifact", "file_sha256", "library_versions"]
+__all__ = ["MANIFEST_FILE", "MODEL_FILE", "ModelArtifact", "file_sha256", "library_versions"]
 
 logger = logging.getLogger(__name__)
 

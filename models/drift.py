@@ -31,9 +31,9 @@ __all__ = [
     "DETECTORS",
     "SIGNAL_SOURCES",
     "DriftConfigError",
-    "SignalSpec",
     "DriftEvent",
     "DriftMonitor",
+    "SignalSpec",
     "make_detector",
 ]
 
@@ -134,7 +134,7 @@ def make_detector(spec: SignalSpec) -> Any:
 class _Track:
     """A detector on one (signal, partition), and the values it saw since its previous alarm."""
 
-    __slots__ = ("detector", "seen", "since_alarm", "sum_since_alarm", "exposes_window")
+    __slots__ = ("detector", "exposes_window", "seen", "since_alarm", "sum_since_alarm")
 
     def __init__(self, spec: SignalSpec) -> None:
         self.detector = make_detector(spec)
@@ -237,10 +237,7 @@ class DriftMonitor:
         events: list[DriftEvent] = []
         rows = np.array([0])
         for i, spec in self._error_signals:
-            if spec.detector in BINARY_DETECTORS:
-                value = np.array([1.0 if error else 0.0])
-            else:
-                value = np.array([float(error)])
+            value = np.array([1.0 if error else 0.0]) if spec.detector in BINARY_DETECTORS else np.array([float(error)])
             events.extend(self._feed(i, spec, topic, partition, rows, value,
                                      np.array([offset]), np.array([event_time])))
         return events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,7 @@ from models.artifact import ModelArtifact
 from models.exceptions import ModelLoadError
 from models.trees import compile_trees
 
-__all__ = ["Scores", "BatchScorer", "limit_model_threads"]
+__all__ = ["BatchScorer", "Scores", "limit_model_threads"]
 
 
 def limit_model_threads(threads: int) -> object:
@@ -63,8 +64,8 @@ class BatchScorer:
         # the compiled tree kernel where it covers the model (same outputs), else the model's own methods
         trees = compile_trees(model) if compiled else None
         self.compiled = trees is not None
-        self._predict_proba = trees.predict_proba if trees is not None else getattr(model, "predict_proba", None)
-        self._predict = trees.predict if trees is not None else getattr(model, "predict", None)
+        method = "predict_proba" if self._proba else "predict"
+        self._call: Callable[[np.ndarray], np.ndarray] = getattr(trees if trees is not None else model, method)
 
     @classmethod
     def for_model(cls, model: object, feature_names: tuple[str, ...]) -> BatchScorer:
@@ -78,8 +79,8 @@ class BatchScorer:
         if features.ndim != 2 or features.shape[1] != self.n_features:
             raise ValueError(f"expected a (n, {self.n_features}) matrix, got shape {features.shape}")
         if not self._proba:
-            return Scores(np.asarray(self._predict(features), dtype=np.float64), None, None, ())
-        proba = np.asarray(self._predict_proba(features), dtype=np.float64)
+            return Scores(np.asarray(self._call(features), dtype=np.float64), None, None, ())
+        proba = np.asarray(self._call(features), dtype=np.float64)
         best = np.argmax(proba, axis=1)
         labels = [self.classes[i] for i in best]
         score = proba[:, 1] if proba.shape[1] == 2 else proba[np.arange(len(best)), best]

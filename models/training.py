@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from models.exceptions import TrainingError
 
-__all__ = ["ESTIMATORS", "TrainedModel", "build_estimator", "train_model", "reference_statistics"]
+__all__ = ["ESTIMATORS", "TrainedModel", "build_estimator", "reference_statistics", "train_model"]
 
 logger = logging.getLogger(__name__)
 

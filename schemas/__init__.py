@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_DIR", "schema_path", "load_schema", "fingerprint"]
+__all__ = ["SCHEMA_DIR", "fingerprint", "load_schema", "schema_path"]
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 

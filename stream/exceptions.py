@@ -18,20 +18,20 @@ StreamError
 from __future__ import annotations
 
 __all__ = [
-    "StreamError",
     "ConfigError",
-    "RecordError",
-    "MalformedRecordError",
-    "UnknownSchemaError",
-    "SchemaMismatchError",
-    "InvalidRecordError",
-    "OutOfRangeError",
-    "RecordTooLargeError",
-    "SchemaUnavailableError",
-    "SchemaRegistryUnavailableError",
     "DeliveryError",
+    "InvalidRecordError",
     "KafkaFatalError",
+    "MalformedRecordError",
+    "OutOfRangeError",
+    "RecordError",
+    "RecordTooLargeError",
+    "SchemaMismatchError",
+    "SchemaRegistryUnavailableError",
+    "SchemaUnavailableError",
     "StateRestoreError",
+    "StreamError",
+    "UnknownSchemaError",
 ]
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import struct
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import fastavro
 from fastavro.read import SchemaResolutionError
@@ -27,7 +27,7 @@ from stream.exceptions import (
     SchemaUnavailableError,
 )
 
-__all__ = ["SchemaSource", "AvroCodec", "AvroEncoder", "plain_schema"]
+__all__ = ["AvroCodec", "AvroEncoder", "SchemaSource", "plain_schema"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class SchemaSource(Protocol):
 
 def plain_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``schema`` with int/long logical types removed, parsed by fastavro."""
-    return parse_schema(_strip_logical(copy.deepcopy(dict(schema))))
+    return cast(dict[str, Any], parse_schema(_strip_logical(copy.deepcopy(dict(schema)))))
 
 
 class AvroCodec:

@@ -37,7 +37,7 @@ from stream.avro.kernels import (
 )
 from stream.exceptions import RecordError, RecordTooLargeError
 
-__all__ = ["UnsupportedSchema", "Column", "DecodedBatch", "BatchDecoder", "column_for", "primitive_type"]
+__all__ = ["BatchDecoder", "Column", "DecodedBatch", "UnsupportedSchema", "column_for", "primitive_type"]
 
 _TYPES = {"null": T_NULL, "boolean": T_BOOLEAN, "int": T_INT, "long": T_LONG, "float": T_FLOAT,
           "double": T_DOUBLE, "string": T_STRING, "bytes": T_BYTES}

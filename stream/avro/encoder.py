@@ -19,7 +19,7 @@ from stream.avro.codec import plain_schema
 from stream.avro.decoder import UnsupportedSchema, primitive_type
 from stream.avro.kernels import E_BOOLEAN, E_CHOICE, E_CONST, E_DOUBLE, E_FLOAT, E_LONG, E_STRING, encode_records
 
-__all__ = ["Const", "Choice", "Values", "Repeat", "BatchEncoder"]
+__all__ = ["BatchEncoder", "Choice", "Const", "Repeat", "Values"]
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,27 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "T_NULL", "T_BOOLEAN", "T_INT", "T_LONG", "T_FLOAT", "T_DOUBLE", "T_STRING", "T_BYTES",
-    "K_SKIP", "K_INT", "K_FLOAT", "K_SPAN",
-    "E_CONST", "E_LONG", "E_DOUBLE", "E_FLOAT", "E_BOOLEAN", "E_STRING", "E_CHOICE",
-    "decode_records", "encode_records",
+    "E_BOOLEAN",
+    "E_CHOICE",
+    "E_CONST",
+    "E_DOUBLE",
+    "E_FLOAT",
+    "E_LONG",
+    "E_STRING",
+    "K_FLOAT",
+    "K_INT",
+    "K_SKIP",
+    "K_SPAN",
+    "T_BOOLEAN",
+    "T_BYTES",
+    "T_DOUBLE",
+    "T_FLOAT",
+    "T_INT",
+    "T_LONG",
+    "T_NULL",
+    "T_STRING",
+    "decode_records",
+    "encode_records",
 ]
 
 # Avro primitive types, as the decoder's operations name them.
@@ -129,7 +146,7 @@ def decode_records(buf, starts, ends, rows, ops, ints, floats, spans, nulls, fla
                 if kind == K_INT:
                     ints[r, col] = buf[pos]
                 pos += 1
-            elif t == T_INT or t == T_LONG:
+            elif t == T_INT or t == T_LONG:  # noqa: SIM109 - kept as plain compares in the compiled loop
                 value, pos = _read_varint(buf, pos, end)
                 if pos < 0:
                     bad = True
@@ -193,7 +210,7 @@ def encode_records(ops, consts, const_offsets, ints, float_bits, float32_bits, t
         for k in range(ops.shape[0]):
             op = ops[k, 0]
             col = ops[k, 1]
-            if op == E_CONST or op == E_CHOICE:
+            if op == E_CONST or op == E_CHOICE:  # noqa: SIM109 - kept as plain compares in the compiled loop
                 c = ops[k, 2] + (ints[r, col] if op == E_CHOICE else 0)
                 if c < ops[k, 2] or c >= ops[k, 2] + ops[k, 3] or c >= n_consts:
                     return -1

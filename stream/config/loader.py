@@ -31,7 +31,7 @@ from stream.config.checks import validate
 from stream.config.sections import SECTIONS, DriftConfig, ServiceConfig
 from stream.exceptions import ConfigError
 
-__all__ = ["ENV_PREFIX", "load_config", "default_signals"]
+__all__ = ["ENV_PREFIX", "default_signals", "load_config"]
 
 ENV_PREFIX = "STREAMSCORE_"
 # Sections the environment can override ([features] is structural: set it in the file).
@@ -219,7 +219,8 @@ def _build_drift(table: Any, spec: FeatureSpec, source: str) -> DriftConfig:
         signals_list = []
         for i, item in enumerate(raw_signals):
             try:
-                signals_list.append(SignalSpec(**{k: (dict(v) if k == "params" else v) for k, v in item.items()}))
+                fields: dict[str, Any] = {k: (dict(v) if k == "params" else v) for k, v in item.items()}
+                signals_list.append(SignalSpec(**fields))
             except (DriftConfigError, TypeError) as exc:
                 raise ConfigError(f"drift.signals[{i}] in {source}: {exc}") from exc
         signals = tuple(signals_list)

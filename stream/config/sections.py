@@ -19,20 +19,20 @@ from schemas import fingerprint, schema_path
 from stream.exceptions import ConfigError
 
 __all__ = [
-    "KafkaConfig",
-    "CodecConfig",
-    "BatchConfig",
-    "ModelConfig",
-    "TrainingConfig",
-    "SimulatorConfig",
-    "LabelsConfig",
-    "DriftConfig",
-    "MetricsConfig",
-    "ProcessingConfig",
-    "StateConfig",
-    "ValidationConfig",
-    "ServiceConfig",
     "SECTIONS",
+    "BatchConfig",
+    "CodecConfig",
+    "DriftConfig",
+    "KafkaConfig",
+    "LabelsConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "ProcessingConfig",
+    "ServiceConfig",
+    "SimulatorConfig",
+    "StateConfig",
+    "TrainingConfig",
+    "ValidationConfig",
     "read_schema",
     "redact",
 ]
@@ -198,10 +198,13 @@ class TrainingConfig:
     # "avro": an Avro container file of events with a label field;
     # "river": the market replay of river's bundled SP500Stocks.
     source: str = "simulator"
-    # simulator source: how many events, over how many keys, at what event rate, from which seed.
+    # simulator source: how many events to train on.
     events: int = 50_000
+    # simulator source: over how many keys.
     keys: int = 100
+    # simulator source: the events' event-time rate per second; match the live stream's.
     rate: float = 1000.0
+    # The seed of the simulator and of the estimator.
     seed: int = 42
     # avro source: the container file to read.
     avro_path: str | None = None
@@ -215,8 +218,9 @@ class TrainingConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
     # The share of events held out (the latest ones) for the manifest's metrics.
     test_fraction: float = 0.2
-    # The name and version written into the manifest; predictions carry both.
+    # The model's name, written into the manifest; predictions carry it.
     name: str = "model"
+    # The model's version, written into the manifest; predictions carry it.
     version: str = "1"
 
 
@@ -274,7 +278,7 @@ class MetricsConfig:
     # Serve /metrics (Prometheus), /healthz and /readyz.
     enabled: bool = True
     # The address to listen on; 127.0.0.1 keeps it to this machine.
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container or host by design
     port: int = 9400  # 0: any free port (logged at start-up)
 
 

@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream.exceptions import StreamError
 
-__all__ = ["ensure_topics", "admin_settings", "partition_counts"]
+__all__ = ["admin_settings", "ensure_topics", "partition_counts"]
 
 logger = logging.getLogger(__name__)
 

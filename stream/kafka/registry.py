@@ -55,6 +55,8 @@ class RegistrySchemaSource:
             else:
                 if schema.schema_type not in (None, "AVRO"):
                     raise SchemaMismatchError(f"schema id {schema_id} is {schema.schema_type}, not AVRO")
+                if schema.schema_str is None:
+                    raise SchemaMismatchError(f"schema id {schema_id} has no schema text")
                 return schema.schema_str
             logger.warning("schema registry %s: attempt %d/%d failed: %s", self.url, attempt, REGISTRY_ATTEMPTS, error)
             if attempt < REGISTRY_ATTEMPTS:

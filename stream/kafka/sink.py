@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream.config import redact
 from stream.exceptions import DeliveryError, KafkaFatalError
+from stream.types import Headers
 
 __all__ = ["PRODUCER_DEFAULTS", "PredictionSink"]
 
@@ -72,7 +73,7 @@ class PredictionSink:
         self._failures = []
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: list[tuple[str, bytes]] | None = None, partition: int = -1) -> None:
+             headers: Headers | None = None, partition: int = -1) -> None:
         """Queue one output (to ``partition``, or where the partitioner puts its key); ``flush`` awaits it."""
         while True:
             try:
@@ -82,7 +83,7 @@ class PredictionSink:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
 
     def send_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes],
-                  headers: list[tuple[str, bytes]] | None = None, partition: int = -1) -> None:
+                  headers: Headers | None = None, partition: int = -1) -> None:
         """Queue outputs in order; ``send`` for each, without its per-call overhead."""
         produce = self._producer.produce
         for key, value in zip(keys, values):

@@ -11,10 +11,10 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 
 from stream.config import redact
 from stream.exceptions import KafkaFatalError, StateRestoreError
-from stream.types import Offsets
+from stream.types import InputMessage, Offsets
 from stream.types import TopicPartition as TP
 
-__all__ = ["CONSUMER_DEFAULTS", "KafkaSource"]
+__all__ = ["CONSUMER_DEFAULTS", "KafkaSource", "position"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class KafkaSource:
         """
         msg = self._consumer.poll(timeout_s)
         if msg is not None and msg.error() is None:
-            self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+            self._consumer.seek(TopicPartition(*position(msg)))
         self._consumer.pause(self._consumer.assignment())
 
     def resume(self) -> None:
@@ -260,3 +260,10 @@ class KafkaSource:
 
 def _names(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
+
+def position(msg: InputMessage) -> tuple[str, int, int]:
+    """A consumed message's topic, partition and offset (librdkafka sets all three on every message it hands out)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None, "a message without a position"
+    return topic, partition, offset

@@ -140,7 +140,8 @@ class _DaemonRunner:
 
     def submit(self, call: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:
         """Queue ``call``; the event is set once ``box`` holds its "value" or "error"."""
-        done, box = threading.Event(), {}
+        done = threading.Event()
+        box: dict[str, Any] = {}
         self._jobs.put((call, done, box))
         return done, box
 
@@ -149,6 +150,6 @@ class _DaemonRunner:
             call, done, box = self._jobs.get()
             try:
                 box["value"] = call()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which raises it
+            except BaseException as exc:
                 box["error"] = exc
             done.set()

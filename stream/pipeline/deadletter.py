@@ -9,26 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
-__all__ = ["HEADER_PREFIX", "InputMessage", "DeadLetter", "dead_letter_for"]
+from stream.types import Headers, InputMessage, MessageHeaders
+
+__all__ = ["HEADER_PREFIX", "DeadLetter", "dead_letter_for"]
 
 HEADER_PREFIX = "streamscore.errors."
 # Long messages are cut so a header never dominates the record size.
 MAX_MESSAGE_CHARS = 2000
-
-Headers = list[tuple[str, bytes]]
-
-
-class InputMessage(Protocol):
-    """What the service reads of a consumed message (confluent_kafka.Message has all of it)."""
-
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
-    def headers(self) -> Headers | None: ...
 
 
 @dataclass(frozen=True)
@@ -57,6 +45,12 @@ def dead_letter_for(message: InputMessage, error: Exception, stage: str, now_ms:
     return DeadLetter(
         key=message.key(),
         value=message.value(),
-        headers=list(message.headers() or []) + error_headers,
+        headers=_as_list(message.headers()) + error_headers,
         reason=type(error).__name__,
     )
+
+
+def _as_list(headers: MessageHeaders | None) -> Headers:
+    if headers is None:
+        return []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)

@@ -22,11 +22,12 @@ from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.avro.decoder import BatchDecoder, Column, DecodedBatch, UnsupportedSchema, column_for
 from stream.avro.encoder import BatchEncoder, Choice, Const, Repeat, Values
 from stream.exceptions import ConfigError, InvalidRecordError, OutOfRangeError, RecordError
-from stream.pipeline.deadletter import InputMessage, dead_letter_for
+from stream.pipeline.deadletter import dead_letter_for
 from stream.pipeline.quality import QualityTracker
 from stream.pipeline.results import BatchResult, Predictions
 from stream.pipeline.warmup import WarmUpMessage, sample_record
 from stream.state.replay import Replay
+from stream.types import InputMessage
 
 __all__ = ["BatchProcessor", "prediction_bindings"]
 
@@ -115,9 +116,11 @@ class BatchProcessor:
         for tp, offset in zip(zip(topics, partitions), offsets):
             result.next_offsets[tp] = offset + 1  # the last one per partition stays
         if self.labels_topic is not None and self.labels_topic in topics:
-            rows = self._labels(messages, topics, result)
-            messages = [messages[i] for i in rows]
-            topics, partitions, offsets = ([x[i] for i in rows] for x in (topics, partitions, offsets))
+            events = self._labels(messages, topics, result)
+            messages = [messages[i] for i in events]
+            topics = [topics[i] for i in events]
+            partitions = [partitions[i] for i in events]
+            offsets = [offsets[i] for i in events]
         result.per_topic = dict(Counter(topics))
         if not messages:
             return result
@@ -130,7 +133,7 @@ class BatchProcessor:
                 result.dead_letters.append(dead_letter_for(messages[row], exc, exc.stage))
         # rows left out: the bad ones, and replayed ones already in their key's restored state
         dropped = set(bad)
-        if replay and replay.skip:
+        if replayed is not None and replay is not None and replay.skip:
             dropped |= _skipped(replay, topics, partitions, offsets, keys, replayed)
         if len(dropped) == len(messages):
             return result
@@ -145,9 +148,9 @@ class BatchProcessor:
         result.model_seconds = time.perf_counter() - started
         failed.update(score_failed)
         if failed:  # isolated per record: those are dead-lettered, the rest go on
-            for i, (stage, exc) in sorted(failed.items()):
+            for i, (stage, error) in sorted(failed.items()):
                 if replayed is None or not replayed[int(rows[i])]:
-                    result.dead_letters.append(dead_letter_for(messages[int(rows[i])], exc, stage))
+                    result.dead_letters.append(dead_letter_for(messages[int(rows[i])], error, stage))
             kept = np.setdiff1d(np.arange(len(rows)), np.fromiter(failed, dtype=np.int64, count=len(failed)))
             rows, times, values, features = rows[kept], times[kept], values[kept], features[kept]
             keys = [keys[i] for i in kept.tolist()]
@@ -168,10 +171,10 @@ class BatchProcessor:
             if self.id_field is not None:
                 ids = [str(v) for v in batch.values(self.id_field, rows)]
             where = list(zip(topics, partitions_a.tolist(), offsets_a.tolist()))
-            events = self.quality.observe(where, ids, times, values, features, scores)
+            alarms = self.quality.observe(where, ids, times, values, features, scores)
             if replay:
-                events = [e for e in events if e.offset >= replay.until.get((e.topic, e.partition), -1)]
-            result.drift_events.extend(events)
+                alarms = [e for e in alarms if e.offset >= replay.until.get((e.topic, e.partition), -1)]
+            result.drift_events.extend(alarms)
         return result
 
     def _features(self, keys: list[str], times: np.ndarray, values: np.ndarray,
@@ -183,7 +186,7 @@ class BatchProcessor:
         """
         try:
             return self.store.update_arrays(keys, times, values, partitions), {}
-        except Exception as exc:  # noqa: BLE001 - isolated per record below, each failure dead-lettered
+        except Exception as exc:
             logger.warning("computing features for a batch of %d failed (%s: %s); retrying record by record",
                            len(keys), type(exc).__name__, exc)
         features = np.zeros((len(keys), self.store.spec.n_features))
@@ -191,7 +194,7 @@ class BatchProcessor:
         for i, key in enumerate(keys):
             try:
                 features[i] = self.store.update_arrays([key], times[i:i + 1], values[i:i + 1], partitions[i:i + 1])[0]
-            except Exception as exc:  # noqa: BLE001 - dead-lettered with its class and message
+            except Exception as exc:
                 failed[i] = ("features", exc)
         return features, failed
 
@@ -207,14 +210,14 @@ class BatchProcessor:
             return None, {}
         try:
             return self.scorer.score(features[keep]), {}
-        except Exception as exc:  # noqa: BLE001 - isolated per record below, each failure dead-lettered
+        except Exception as exc:
             logger.warning("the model call for a batch of %d failed (%s: %s); finding the records that fail",
                            len(keep), type(exc).__name__, exc)
         failed: dict[int, tuple[str, Exception]] = {}
         for i in keep.tolist():
             try:
                 self.scorer.score(features[i:i + 1])
-            except Exception as exc:  # noqa: BLE001 - dead-lettered with its class and message
+            except Exception as exc:
                 failed[i] = ("score", exc)
         survivors = np.setdiff1d(keep, np.fromiter(failed, dtype=np.int64, count=len(failed)))
         return (self.scorer.score(features[survivors]) if len(survivors) else None), failed

@@ -12,7 +12,7 @@ from models.labels import CachedPrediction, LabelJoiner
 from models.scorer import Scores
 from stream.avro.codec import AvroCodec
 from stream.exceptions import InvalidRecordError
-from stream.pipeline.deadletter import InputMessage
+from stream.types import InputMessage
 
 __all__ = ["QualityTracker", "event_id"]
 
@@ -43,7 +43,7 @@ class QualityTracker:
         self,
         where: Sequence[tuple[str, int, int]],
         ids: Sequence[str] | None,
-        event_times: Sequence[int],
+        event_times: np.ndarray,
         inputs: np.ndarray,
         features: np.ndarray,
         scores: Scores,
@@ -85,18 +85,18 @@ class QualityTracker:
         return self.monitor.update_errors(p.topic, p.partition, p.offset, p.event_time, joined.error)
 
     def _cache(self, where: Sequence[tuple[str, int, int]], ids: Sequence[str] | None,
-               event_times: Sequence[int], scores: Scores) -> None:
+               event_times: np.ndarray, scores: Scores) -> None:
         assert self.joiner is not None
         now = time.time()
         version = self.model_version
         proba = scores.probabilities
-        binary = proba is not None and proba.shape[1] == 2
+        positive = proba[:, 1] if proba is not None and proba.shape[1] == 2 else None
         for i, (topic, partition, offset) in enumerate(where):
             key = ids[i] if ids is not None else event_id(topic, partition, offset)
             self.joiner.add(key, CachedPrediction(
                 score=float(scores.score[i]),
                 label=scores.label[i] if scores.label is not None else None,
-                positive=float(proba[i, 1]) if binary else None,
+                positive=float(positive[i]) if positive is not None else None,
                 model_version=version, topic=topic, partition=partition, offset=offset,
                 event_time=int(event_times[i]), cached_at=now,
             ))

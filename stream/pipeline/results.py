@@ -11,7 +11,7 @@ from models.drift import DriftEvent
 from stream.pipeline.deadletter import DeadLetter
 from stream.types import Offsets
 
-__all__ = ["Prediction", "Predictions", "BatchResult"]
+__all__ = ["BatchResult", "Prediction", "Predictions"]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class HealthServer:
             def log_message(self, *args: Any) -> None:  # scrapes every few seconds: not worth a log line
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._reply(200, generate_latest(server._registry), CONTENT_TYPE_LATEST)

@@ -11,7 +11,7 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["ServiceMetrics", "BatchHistogram"]
+__all__ = ["BatchHistogram", "ServiceMetrics", "metrics_markdown"]
 
 # Batch sizes from single events to the largest batch the config allows.
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000, 50_000, 100_000)
@@ -94,3 +94,19 @@ class BatchHistogram(Collector):
         family = HistogramMetricFamily(self.name, self.documentation)
         family.add_metric([], list(zip(labels, cumulative)), sum_value=total)
         yield family
+
+
+def metrics_markdown() -> str:
+    """The table of every exported metric for ``docs/metrics.md``: name as scraped, type, labels, meaning."""
+    metrics = ServiceMetrics()
+    labels = {}
+    for value in vars(metrics).values():
+        name = getattr(value, "_name", None) or getattr(value, "name", None)
+        if isinstance(name, str):
+            labels[name] = tuple(getattr(value, "_labelnames", ()))
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for family in metrics.registry.collect():
+        scraped = family.name + {"counter": "_total", "info": "_info"}.get(family.type, "")
+        label_names = ", ".join(f"`{n}`" for n in labels.get(family.name, ())) or "-"
+        rows.append(f"| `{scraped}` | {family.type} | {label_names} | {family.documentation} |")
+    return "\n".join(rows) + "\n"

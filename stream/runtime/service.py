@@ -28,7 +28,7 @@ from stream.avro.codec import AvroEncoder
 from stream.config import ServiceConfig
 from stream.exceptions import SchemaRegistryUnavailableError, StreamError
 from stream.kafka.sink import PredictionSink
-from stream.kafka.source import KafkaSource
+from stream.kafka.source import KafkaSource, position
 from stream.kafka.transactions import TransactionAbortedError, Transactions, TransactionStuckError
 from stream.pipeline.processor import BatchProcessor
 from stream.pipeline.results import BatchResult
@@ -346,5 +346,6 @@ def _first_offsets(messages: Sequence[Message]) -> Offsets:
     """Each partition's first offset in ``messages``: where to rewind to when the batch is read again."""
     first: Offsets = {}
     for m in messages:
-        first.setdefault((m.topic(), m.partition()), m.offset())
+        topic, partition, offset = position(m)
+        first.setdefault((topic, partition), offset)
     return first

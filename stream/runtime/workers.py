@@ -24,7 +24,7 @@ from stream.config import ServiceConfig
 # streamscore's exit code for a configuration or start-up error.
 EXIT_STARTUP = 2
 
-__all__ = ["worker_environ", "supervise"]
+__all__ = ["supervise", "worker_environ"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def supervise(command: Sequence[str], environ: Mapping[str, str], config: Servic
     codes: dict[int, int] = {}
 
     def start(index: int) -> None:
-        procs[index] = subprocess.Popen([*command, "--worker-index", str(index)],
+        procs[index] = subprocess.Popen([*command, "--worker-index", str(index)],  # noqa: S603 - our own CLI
                                         env=worker_environ(environ, config, index))
         logger.info("worker %d started (pid %d)", index, procs[index].pid)
 

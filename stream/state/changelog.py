@@ -45,6 +45,8 @@ from features.snapshot import StateFormatError
 from models.drift import DriftMonitor
 from stream.exceptions import StateRestoreError
 from stream.kafka.sink import PredictionSink
+from stream.kafka.source import position
+from stream.types import Headers
 
 __all__ = ["CHANGELOG_TOPIC_CONFIG", "Changelog", "PartitionState", "select"]
 
@@ -140,7 +142,7 @@ class Changelog:
         """
         sent = 0
         for partition, offset in progress.items():
-            headers = [(SPEC_HEADER, self.store.fingerprint.encode()), (OFFSET_HEADER, str(offset).encode())]
+            headers: Headers = [(SPEC_HEADER, self.store.fingerprint.encode()), (OFFSET_HEADER, str(offset).encode())]
             entities = self.store.dirty(partition)
             sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in entities], self.store.export(entities),
                            headers=headers, partition=partition)
@@ -174,9 +176,9 @@ class Changelog:
                 for msg in consumer.consume(num_messages=10_000, timeout=0.05):
                     err = msg.error()
                     if err is None:
-                        records[msg.partition()].append(_record(msg))
+                        records[position(msg)[1]].append(_record(msg))
                     elif err.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(msg.partition())
+                        todo.discard(position(msg)[1])
                     elif err.fatal():
                         raise StateRestoreError(f"reading {self.topic}: {err.str()}")
                     else:  # a leader moving, a broker restarting: the client retries

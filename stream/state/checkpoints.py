@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from stream.kafka.sink import PredictionSink
 from stream.types import Offsets, TopicPartition
 
-__all__ = ["CheckpointSchedule", "CheckpointDelivery"]
+__all__ = ["CheckpointDelivery", "CheckpointSchedule"]
 
 
 class CheckpointSchedule:

@@ -132,7 +132,7 @@ class StateKeeper:
         if self.checkpoints is not None:
             self.checkpoints.sink.close()
 
-    def _read(self, committed: dict[int, int | None]) -> dict[int, PartitionState]:
+    def _read(self, committed: Mapping[int, int | None]) -> dict[int, PartitionState]:
         """The changelog's state of these input partitions as of their committed offsets."""
         assert self.changelog is not None
         started = time.monotonic()

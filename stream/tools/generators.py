@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KINDS", "SCHEMAS", "KEY_FIELDS", "sensor_events", "market_events", "sp500_ticks", "generate"]
+__all__ = ["KEY_FIELDS", "KINDS", "SCHEMAS", "generate", "market_events", "sensor_events", "sp500_ticks"]
 
 KINDS = ("sensor", "market", "sp500")
 SCHEMAS = {"sensor": "sensor_reading", "market": "market_tick", "sp500": "market_tick"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -68,7 +69,7 @@ def produce_events(
         if err is not None:
             failures.append(err.str())
         elif keep_positions:
-            positions[index] = (msg.partition(), msg.offset())
+            positions[index] = (msg.partition() or 0, msg.offset() or 0)  # set on every delivered message
 
     say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
     started = time.monotonic()
@@ -87,7 +88,7 @@ def produce_events(
             try:
                 producer.produce(
                     topic, value=value, key=str(record[key_field]).encode(),
-                    on_delivery=lambda err, msg, i=index: on_delivery(i, err, msg),
+                    on_delivery=functools.partial(on_delivery, index),
                 )
                 break
             except BufferError:

@@ -92,6 +92,8 @@ def _avro_pairs(path: Path, label_field: str, time_field: str) -> Iterable[tuple
     try:
         with path.open("rb") as f:
             for record in fastavro.reader(f):
+                if not isinstance(record, dict):
+                    raise ConfigError(f"{path}: holds {type(record).__name__} values, not records")
                 if label_field not in record:
                     raise ConfigError(f"{path}: record has no label field {label_field!r}")
                 ts = record.get(time_field)

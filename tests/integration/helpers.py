@@ -6,7 +6,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -148,7 +148,7 @@ class SchemaRegistryStub:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if not stub.available:
                     stub.refused += 1
                     self._send(503, {"error_code": 50301, "message": "unavailable"})
@@ -159,7 +159,7 @@ class SchemaRegistryStub:
                 else:
                     self._send(404, {"error_code": 40403, "message": "Schema not found"})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 parts = self.path.split("?")[0].strip("/").split("/")
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if len(parts) == 3 and parts[0] == "subjects" and parts[2] == "versions":
@@ -182,3 +182,22 @@ class SchemaRegistryStub:
     def __exit__(self, *exc: Any) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
+    """Ask ``predicate`` until it returns something true (then return it); AssertionError after ``timeout_s``.
+
+    For conditions with nothing to block on (another process's progress, a
+    metric); where an event or a join exists, wait on that instead.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            value = predicate()
+        except OSError:  # an endpoint not up yet, or slow to answer: ask again
+            value = None
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(every_s)

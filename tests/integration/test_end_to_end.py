@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tests.integration.helpers import (
     service_config,
     service_environ,
     unique,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -137,9 +137,7 @@ def test_cli_stops_on_sigterm_after_committing_what_it_produced(kafka_bootstrap:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     # wait until it has scored something, then stop it mid-stream
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not read_topic(kafka_bootstrap, config.kafka.output_topic, 1, timeout_s=1):
-        time.sleep(0.2)
+    wait_until(lambda: read_topic(kafka_bootstrap, config.kafka.output_topic, 1, timeout_s=1), 60, "a first prediction")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]

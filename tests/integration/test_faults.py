@@ -1,6 +1,6 @@
 """Faults on a real broker: scorer kills, broker restarts, slow models, shutdown, an absent registry.
 
-The kill and broker scenarios are bench/chaos.py's (`make chaos` runs them
+The kill and broker scenarios are stream/tools/chaos's (`make chaos` runs them
 too and writes bench/results/chaos.json).
 """
 
@@ -18,13 +18,13 @@ from collections import Counter
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.chaos import broker_scenario, kill_scenario
 from models import BatchScorer, ModelArtifact
 from schemas import load_schema
 from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.kafka.registry import RegistrySchemaSource
 from stream.pipeline.deadletter import HEADER_PREFIX
 from stream.runtime.wiring import build_service
+from stream.tools.chaos import broker_scenario, kill_scenario
 from stream.tools.generators import sensor_events
 from tests.integration.helpers import (
     ROOT,
@@ -35,6 +35,7 @@ from tests.integration.helpers import (
     service_config,
     service_environ,
     unique,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -131,13 +132,11 @@ def test_sigterm_in_exactly_once_mode_commits_the_batch_and_exits_0_in_time(
     env = {**os.environ, **service_environ(kafka_bootstrap, small_model.path, topic, **settings)}
     command = [sys.executable, "-m", "stream.cli", "run", "--config", str(ROOT / "examples" / "sensor.toml")]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not read_topic(kafka_bootstrap, config.kafka.output_topic, 1, timeout_s=1,
-                                                         isolation="read_committed"):
-        time.sleep(0.2)
+    wait_until(lambda: read_topic(kafka_bootstrap, config.kafka.output_topic, 1, timeout_s=1,
+                                  isolation="read_committed"), 60, "a first committed prediction")
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
     assert time.monotonic() - signalled < timeout_s
     feeder.join()
@@ -153,7 +152,7 @@ def test_sigterm_in_exactly_once_mode_commits_the_batch_and_exits_0_in_time(
     assert {p: o for p, o in committed.items() if o >= 0} == {p: o + 1 for p, o in last.items()}
 
     # the next start picks up exactly where the committed offsets are
-    second = subprocess.run(command + ["--idle-exit-seconds", "5"], env=env, capture_output=True, text=True,
+    second = subprocess.run([*command, "--idle-exit-seconds", "5"], env=env, capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
     assert second.returncode == 0, second.stderr[-2000:]
     everything = _sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=len(events),
@@ -185,12 +184,11 @@ def test_an_unreachable_schema_registry_pauses_or_dead_letters_by_policy(
                 return service.readiness()["schema_registry_reachable"] is False
             return bool(service.stats.dead_letters)
 
-        deadline = time.monotonic() + 60
-        while not reacted() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert reacted() and registry.refused > 0
+        wait_until(reacted, 60, f"the scorer to {policy.replace('_', ' ')}", every_s=0.1)
+        assert registry.refused > 0
         if policy == "pause":
-            time.sleep(1.5)  # at least one retry of the paused batch
+            refused = registry.refused
+            wait_until(lambda: registry.refused > refused, 30, "a retry of the paused batch", every_s=0.1)
             assert service.stats.predictions == 0 and not service.stats.dead_letters, "nothing moves while paused"
         registry.available = True
         runner.join(timeout=120)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -21,7 +20,7 @@ from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.runtime.service import ScoringService
 from stream.runtime.wiring import build_service
 from stream.tools.generators import sensor_events
-from tests.integration.helpers import ROOT, produce, read_topic, service_config, unique
+from tests.integration.helpers import ROOT, produce, read_topic, service_config, unique, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,17 +44,6 @@ def http_get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except OSError:  # the endpoint is not up yet, or slow to answer: ask again
-            value = None
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run_in_thread(service: ScoringService) -> threading.Thread:
@@ -134,12 +122,12 @@ def test_prometheus_scrapes_counters_labels_and_health(
     thread = run_in_thread(service)
     try:
         base = f"http://127.0.0.1:{metrics_port}"
-        assert wait_for(lambda: http_get(base + "/healthz")[0] == 200, 30, "/healthz")
-        wait_for(lambda: http_get(base + "/readyz")[0] == 200, 60, "/readyz to turn ready")
+        assert wait_until(lambda: http_get(base + "/healthz")[0] == 200, 30, "/healthz")
+        wait_until(lambda: http_get(base + "/readyz")[0] == 200, 60, "/readyz to turn ready")
         assert json.loads(http_get(base + "/readyz")[1]) == {
             "model_loaded": True, "partitions_assigned": True, "broker_reachable": True,
             "schema_registry_reachable": True}
-        wait_for(lambda: service.stats.predictions >= 3000, 60, "all predictions")
+        wait_until(lambda: service.stats.predictions >= 3000, 60, "all predictions")
 
         # labels: the first 2,000 events by (topic/partition/offset) id, the truth from the generator,
         # plus 50 labels for events that were never scored
@@ -159,7 +147,7 @@ def test_prometheus_scrapes_counters_labels_and_health(
             result = json.loads(body)["data"]["result"] if status == 200 else []
             return float(result[0]["value"][1]) if result else None
 
-        wait_for(lambda: query('streamscore_labels_total{outcome="joined"}') == 2000, 60, "Prometheus to see the labels")
+        wait_until(lambda: query('streamscore_labels_total{outcome="joined"}') == 2000, 60, "Prometheus to see the labels")
         assert query("streamscore_predictions_produced_total") == 3000
         assert query("sum(streamscore_events_consumed_total)") == 3000
         assert query(f'streamscore_events_consumed_total{{topic="{topic}"}}') == 3000

@@ -63,8 +63,8 @@ def test_a_restarted_scorer_scores_as_if_it_never_stopped(
 
 def test_scores_are_identical_whether_one_worker_or_a_changing_set_scores_the_stream(
         kafka_bootstrap: str, small_model: ModelArtifact) -> None:
-    """Exactly-once, 50,000 events over 8 partitions: 1 worker, then 3, then 2 after a SIGKILL (bench/chaos.py)."""
-    from bench.chaos import determinism_scenario
+    """Exactly-once, 50,000 events over 8 partitions: 1 worker, then 3, then 2 after a SIGKILL (stream/tools/chaos)."""
+    from stream.tools.chaos import determinism_scenario
 
     outcome = determinism_scenario(kafka_bootstrap, small_model.path, events=50_000)
     print(f"determinism: {outcome.determinism_mismatches} mismatches, restores {outcome.restore_seconds}, "

@@ -55,7 +55,7 @@ def test_without_a_usable_checkpoint_the_input_is_read_again_from_its_start() ->
 
 def test_a_later_log_entry_wins_even_with_a_lower_offset() -> None:
     """A restarted scorer writes again from an older checkpoint: log order, not offset, decides."""
-    log = LOG[:5] + [entity("a", b"a@250-dead", 250), marker(250)] + [entity("a", b"a@240", 240), marker(240)]
+    log = [*LOG[:5], entity("a", b"a@250-dead", 250), marker(250), entity("a", b"a@240", 240), marker(240)]
     state = select(0, 260, log, SPEC)
     assert state.resume_at == 240 and state.entities["a"] == b"a@240"
 

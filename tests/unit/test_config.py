@@ -173,5 +173,5 @@ def test_run_flags_win_over_the_environment_and_the_file() -> None:
 
 
 def test_simulator_kind_is_checked_at_start_up() -> None:
-    with pytest.raises(ConfigError, match="simulator.kind must be one of"):
+    with pytest.raises(ConfigError, match=r"simulator\.kind must be one of"):
         load_config(SENSOR, {"STREAMSCORE_SIMULATOR__KIND": "sp500"})

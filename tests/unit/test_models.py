@@ -42,7 +42,7 @@ def test_loading_refuses_a_changed_model_file(small_model: ModelArtifact, tmp_pa
     shutil.copytree(small_model.path, copy)
     with (copy / "model.joblib").open("ab") as f:
         f.write(b"\x00")
-    with pytest.raises(ModelLoadError, match="sha256 of .* is [0-9a-f]{64}, the manifest says"):
+    with pytest.raises(ModelLoadError, match=r"sha256 of .* is [0-9a-f]{64}, the manifest says"):
         ModelArtifact.load(copy)
 
 
@@ -58,7 +58,7 @@ def test_loading_refuses_features_that_differ_from_the_spec(small_model: ModelAr
 
 
 def test_loading_names_a_missing_manifest(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="no manifest.json"):
+    with pytest.raises(ModelLoadError, match=r"no manifest\.json"):
         ModelArtifact.load(tmp_path)
 
 

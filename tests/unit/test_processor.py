@@ -219,7 +219,7 @@ def test_a_record_failing_features_or_scoring_is_isolated_and_the_rest_scored(
     failed_features = [i for i, r in enumerate(records) if r["sensor_id"] == bad_key]
     reasons = {int(dict(d.headers)[HEADER_PREFIX + "offset"]): (d.reason, dict(d.headers)[HEADER_PREFIX + "stage"])
                for d in result.dead_letters}
-    assert reasons == {**{i: ("ArithmeticError", b"features") for i in failed_features}, 30: ("RuntimeError", b"score")}
+    assert reasons == {**dict.fromkeys(failed_features, ("ArithmeticError", b"features")), 30: ("RuntimeError", b"score")}
     assert _scored_offsets(result) == [i for i in range(60) if i not in reasons]
     # the survivors' scores are those of the same events without the failing ones
     kept = [r for i, r in enumerate(records) if r["sensor_id"] != bad_key]

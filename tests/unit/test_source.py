@@ -42,7 +42,7 @@ class FakeConsumer:
 
 def source(consumer: FakeConsumer) -> KafkaSource:
     src = KafkaSource.__new__(KafkaSource)
-    src._consumer, src._fatal, src._last_error = consumer, None, None  # noqa: SLF001
+    src._consumer, src._fatal, src._last_error = consumer, None, None
     return src
 
 

@@ -32,8 +32,8 @@ def make_events(seed: int, n: int = N_EVENTS, n_keys: int = N_KEYS, in_order: bo
     pressure = 1e6 + rng.normal(0.0, 1.0, size=n)
     stuck = np.round(rng.normal(0.0, 1.0, size=n), 1)
     stuck[rng.random(n) < 0.97] = np.nan  # filled below: 97% repeat the key's previous value
-    clock = {k: 1_700_000_000_000 for k in range(n_keys)}
-    last_stuck = {k: 3.25 for k in range(n_keys)}
+    clock = dict.fromkeys(range(n_keys), 1700000000000)
+    last_stuck = dict.fromkeys(range(n_keys), 3.25)
     events = []
     for i in range(n):
         k = int(keys[i])
@@ -254,7 +254,7 @@ def test_growth_prepared_ahead_gives_the_same_features_as_growth_on_demand(monke
     grow = kernel.WindowState.grow_capacity
 
     def spy(self, needed):
-        if self._next is not None and needed > self.capacity:  # noqa: SLF001
+        if self._next is not None and needed > self.capacity:
             used_prepared.append(self.capacity)
         grow(self, needed)
 
@@ -265,7 +265,7 @@ def test_growth_prepared_ahead_gives_the_same_features_as_growth_on_demand(monke
         store = FeatureStore(spec)
         out = np.concatenate([store.update_many(events[i:i + 50]) for i in range(0, len(events), 50)])
         monkeypatch.undo()
-        return out, store._windows[0][0].capacity  # noqa: SLF001
+        return out, store._windows[0][0].capacity
 
     prepared, cap_prepared = features(prepare=True)
     assert used_prepared, "some doubling used prepared memory"
