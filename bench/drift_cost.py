@@ -120,12 +120,12 @@ def processing_cost(config, events: int, rounds: int) -> dict:
     seconds = {"off": 0.0, "on": 0.0}
     size = config.batch.max_size
     for _ in range(rounds):
-        monitor = DriftMonitor(config.drift.signals, artifact.name, artifact.version, config.features.fields,
-                               config.features.feature_names, artifact.manifest.get("reference"))
+        monitor = DriftMonitor(signals=config.drift.signals, model_name=artifact.name, model_version=artifact.version, input_fields=config.features.fields,
+                               feature_names=config.features.feature_names, reference=artifact.manifest.get("reference"))
         processors = {
             mode: BatchProcessor(
-                AvroCodec(config.reader_schema), FeatureStore(config.features), BatchScorer(artifact),
-                AvroEncoder(config.output_schema), config.codec.key_field, config.codec.time_field,
+                codec=AvroCodec(config.reader_schema), store=FeatureStore(config.features), scorer=BatchScorer(artifact),
+                encoder=AvroEncoder(config.output_schema), key_field=config.codec.key_field, time_field=config.codec.time_field,
                 quality=QualityTracker(monitor, artifact.version) if mode == "on" else None,
             )
             for mode in ("off", "on")

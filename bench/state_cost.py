@@ -79,7 +79,7 @@ def restore_cost(bootstrap: str, keys: int, events_per_key: int) -> dict[str, An
     progress = dict.fromkeys(range(PARTITIONS), offset)
     sink = PredictionSink({"bootstrap.servers": bootstrap})
     started = time.monotonic()
-    sent = Changelog(topic, original, None, {"bootstrap.servers": bootstrap}, 600.0).checkpoint(sink, progress)
+    sent = Changelog(topic=topic, store=original, monitor=None, reader_settings={"bootstrap.servers": bootstrap}, timeout_s=600.0).checkpoint(sink, progress)
     sink.flush()
     write_s = time.monotonic() - started
     names = [f"sensor-{k:06d}" for k in range(keys)]
@@ -89,7 +89,7 @@ def restore_cost(bootstrap: str, keys: int, events_per_key: int) -> dict[str, An
 
     rss_before = peak_rss_mb()
     restored = FeatureStore(original.spec)
-    changelog = Changelog(topic, restored, None, {"bootstrap.servers": bootstrap}, 600.0)
+    changelog = Changelog(topic=topic, store=restored, monitor=None, reader_settings={"bootstrap.servers": bootstrap}, timeout_s=600.0)
     started = time.monotonic()
     states = changelog.read(progress)
     read_s = time.monotonic() - started

@@ -149,6 +149,7 @@ class DriftMonitor:
 
     def __init__(
         self,
+        *,
         signals: Sequence[SignalSpec],
         model_name: str,
         model_version: str,

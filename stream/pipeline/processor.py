@@ -45,6 +45,7 @@ class BatchProcessor:
 
     def __init__(
         self,
+        *,
         codec: AvroCodec,
         store: FeatureStore,
         scorer: BatchScorer,
@@ -93,8 +94,8 @@ class BatchProcessor:
         except Exception as exc:  # an exotic reader schema: start cold rather than not at all
             logger.info("no warm-up batch for this reader schema (%s)", exc)
             return
-        scratch = BatchProcessor(AvroCodec(self.codec.reader), FeatureStore(self.store.spec), self.scorer,
-                                 self.encoder, self.key_field, self.time_field)
+        scratch = BatchProcessor(codec=AvroCodec(self.codec.reader), store=FeatureStore(self.store.spec), scorer=self.scorer,
+                                 encoder=self.encoder, key_field=self.key_field, time_field=self.time_field)
         started = time.perf_counter()
         result = scratch.process([WarmUpMessage(body, offset) for offset in range(64)])
         # and the state changelog's kernels: a checkpoint saves keys, a restore loads them

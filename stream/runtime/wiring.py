@@ -140,8 +140,8 @@ def _changelog(config: ServiceConfig, processor: BatchProcessor) -> Changelog:
     else:
         ensure_topics(admin, {topic: wanted}, {topic: CHANGELOG_TOPIC_CONFIG})
     monitor = processor.quality.monitor if processor.quality is not None else None
-    return Changelog(topic, processor.store, monitor, {**base, **admin_settings(kafka.consumer)},
-                     config.state.restore_timeout_s)
+    return Changelog(topic=topic, store=processor.store, monitor=monitor, reader_settings={**base, **admin_settings(kafka.consumer)},
+                     timeout_s=config.state.restore_timeout_s)
 
 
 def _quality_tracker(
@@ -151,8 +151,8 @@ def _quality_tracker(
     monitor = None
     if config.drift.enabled and config.drift.signals:
         monitor = DriftMonitor(
-            config.drift.signals, artifact.name, artifact.version, config.features.fields,
-            config.features.feature_names, artifact.manifest.get("reference"),
+            signals=config.drift.signals, model_name=artifact.name, model_version=artifact.version, input_fields=config.features.fields,
+            feature_names=config.features.feature_names, reference=artifact.manifest.get("reference"),
         )
     joiner = label_codec = None
     labels = config.labels

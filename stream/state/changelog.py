@@ -118,7 +118,7 @@ def select(partition: int, committed: int | None, records: list[tuple[bytes, byt
 class Changelog:
     """Writes checkpoints of a store (and drift monitor) and restores them per partition."""
 
-    def __init__(self, topic: str, store: FeatureStore, monitor: DriftMonitor | None,
+    def __init__(self, *, topic: str, store: FeatureStore, monitor: DriftMonitor | None,
                  reader_settings: Mapping[str, Any], timeout_s: float) -> None:
         self.topic = topic
         self.store = store

@@ -74,7 +74,7 @@ def test_detector_false_alarms_on_a_stationary_stream_stay_within_bound(case: tu
 
 
 def monitor(signals, reference=None) -> DriftMonitor:
-    return DriftMonitor(signals, "m", "7", ["temperature", "pressure"], ["temperature__n4__mean"], reference)
+    return DriftMonitor(signals=signals, model_name="m", model_version="7", input_fields=["temperature", "pressure"], feature_names=["temperature__n4__mean"], reference=reference)
 
 
 def test_alarms_are_per_partition_and_name_the_offset() -> None:

@@ -40,8 +40,8 @@ class FakeMessage:
 
 
 def make_processor(config: ServiceConfig, artifact: ModelArtifact) -> BatchProcessor:
-    return BatchProcessor(AvroCodec(SCHEMA), FeatureStore(config.features), BatchScorer(artifact),
-                          AvroEncoder(OUT), "sensor_id", "ts")
+    return BatchProcessor(codec=AvroCodec(SCHEMA), store=FeatureStore(config.features), scorer=BatchScorer(artifact),
+                          encoder=AvroEncoder(OUT), key_field="sensor_id", time_field="ts")
 
 
 def test_batch_scores_match_offline(small_config: ServiceConfig, small_model: ModelArtifact) -> None:
@@ -114,12 +114,12 @@ def test_labels_join_predictions_and_bad_labels_are_dead_lettered(small_config: 
     from models.labels import LabelJoiner
     from stream.pipeline.quality import QualityTracker
 
-    monitor = DriftMonitor([SignalSpec("error")], "sensor-fault", "1", small_config.features.fields,
-                           small_config.features.feature_names)
+    monitor = DriftMonitor(signals=[SignalSpec("error")], model_name="sensor-fault", model_version="1", input_fields=small_config.features.fields,
+                           feature_names=small_config.features.feature_names)
     joiner = LabelJoiner("classification", small_model.manifest["classes"])
     quality = QualityTracker(monitor, "1", joiner, AvroCodec(load_schema("label")))
-    proc = BatchProcessor(AvroCodec(SCHEMA), FeatureStore(small_config.features), BatchScorer(small_model),
-                          AvroEncoder(OUT), "sensor_id", "ts", quality=quality, labels_topic="labels")
+    proc = BatchProcessor(codec=AvroCodec(SCHEMA), store=FeatureStore(small_config.features), scorer=BatchScorer(small_model),
+                          encoder=AvroEncoder(OUT), key_field="sensor_id", time_field="ts", quality=quality, labels_topic="labels")
     enc = AvroEncoder(SCHEMA)
     pairs = list(sensor_events(20, 4, seed=3))
     scored = proc.process([FakeMessage(enc.encode(r), i) for i, (r, _) in enumerate(pairs)])
@@ -144,8 +144,8 @@ def test_labels_can_name_events_by_a_configured_id_field(small_config: ServiceCo
 
     joiner = LabelJoiner("classification", small_model.manifest["classes"])
     quality = QualityTracker(None, "1", joiner, AvroCodec(load_schema("label")), id_field="ts")
-    proc = BatchProcessor(AvroCodec(SCHEMA), FeatureStore(small_config.features), BatchScorer(small_model),
-                          AvroEncoder(OUT), "sensor_id", "ts", quality=quality, labels_topic="labels")
+    proc = BatchProcessor(codec=AvroCodec(SCHEMA), store=FeatureStore(small_config.features), scorer=BatchScorer(small_model),
+                          encoder=AvroEncoder(OUT), key_field="sensor_id", time_field="ts", quality=quality, labels_topic="labels")
     records = [r for r, _ in sensor_events(10, 3, seed=4)]
     proc.process([FakeMessage(AvroEncoder(SCHEMA).encode(r), i) for i, r in enumerate(records)])
     label = AvroEncoder(load_schema("label")).encode({"id": str(records[3]["ts"]), "label": "0", "label_time": 0})
@@ -163,8 +163,8 @@ def test_oversized_and_out_of_range_records_are_dead_lettered(small_config: Serv
     good = [r for r, _ in sensor_events(4, 2, seed=3)]
     values = [enc.encode(good[0]), enc.encode({**good[1], "temperature": 900.0}),
               enc.encode(good[2]) + b"\0" * 200, enc.encode(good[3])]
-    processor = BatchProcessor(AvroCodec(SCHEMA), FeatureStore(small_config.features), BatchScorer(small_model),
-                               AvroEncoder(OUT), "sensor_id", "ts", max_record_bytes=100,
+    processor = BatchProcessor(codec=AvroCodec(SCHEMA), store=FeatureStore(small_config.features), scorer=BatchScorer(small_model),
+                               encoder=AvroEncoder(OUT), key_field="sensor_id", time_field="ts", max_record_bytes=100,
                                ranges={"temperature": [-40.0, 150.0]})
     result = processor.process([FakeMessage(v, 20 + i) for i, v in enumerate(values)])
     assert _scored_offsets(result) == [20, 23]
@@ -211,9 +211,9 @@ def test_a_record_failing_features_or_scoring_is_isolated_and_the_rest_scored(
     spec = small_config.features
     last_temperature = spec.feature_names.index(next(n for n in spec.feature_names if n.startswith("temperature")
                                                      and n.endswith("last")))
-    processor = BatchProcessor(AvroCodec(SCHEMA), FailingStore(spec, bad_key),
-                               FailingScorer(small_model, last_temperature, poison), AvroEncoder(OUT),
-                               "sensor_id", "ts")
+    processor = BatchProcessor(codec=AvroCodec(SCHEMA), store=FailingStore(spec, bad_key),
+                               scorer=FailingScorer(small_model, last_temperature, poison), encoder=AvroEncoder(OUT),
+                               key_field="sensor_id", time_field="ts")
     result = processor.process([FakeMessage(enc.encode(r), i) for i, r in enumerate(records)])
 
     failed_features = [i for i, r in enumerate(records) if r["sensor_id"] == bad_key]
@@ -239,8 +239,8 @@ def test_a_null_or_missing_key_or_event_time_is_dead_lettered(small_config: Serv
     enc = AvroEncoder(nullable)
     values = [enc.encode(good[0]), enc.encode({**good[1], "sensor_id": None}), enc.encode({**good[1], "ts": None}),
               enc.encode(good[2])]
-    processor = BatchProcessor(AvroCodec(nullable), FeatureStore(small_config.features), BatchScorer(small_model),
-                               AvroEncoder(OUT), "sensor_id", "ts")
+    processor = BatchProcessor(codec=AvroCodec(nullable), store=FeatureStore(small_config.features), scorer=BatchScorer(small_model),
+                               encoder=AvroEncoder(OUT), key_field="sensor_id", time_field="ts")
     result = processor.process([FakeMessage(v, i) for i, v in enumerate(values)])
     assert _scored_offsets(result) == [0, 3]
     messages = [dict(d.headers)[HEADER_PREFIX + "message"].decode() for d in result.dead_letters]
@@ -248,8 +248,8 @@ def test_a_null_or_missing_key_or_event_time_is_dead_lettered(small_config: Serv
     assert "key field 'sensor_id' is missing" in messages[0] and "time field 'ts' is None" in messages[1]
 
     old = {k: v for k, v in good[0].items() if k != "sensor_id"}
-    processor = BatchProcessor(AvroCodec(nullable, writer_schema=keyless), FeatureStore(small_config.features),
-                               BatchScorer(small_model), AvroEncoder(OUT), "sensor_id", "ts")
+    processor = BatchProcessor(codec=AvroCodec(nullable, writer_schema=keyless), store=FeatureStore(small_config.features),
+                               scorer=BatchScorer(small_model), encoder=AvroEncoder(OUT), key_field="sensor_id", time_field="ts")
     result = processor.process([FakeMessage(AvroEncoder(keyless).encode(old), 7)])
     assert len(result.predictions) == 0 and [d.reason for d in result.dead_letters] == ["InvalidRecordError"]
 
