@@ -7,14 +7,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint docs venv broker-start broker-stop broker-status clean drift-report bench-drift-cost bench-state bench chaos
+.PHONY: demo test test-unit lint docs venv broker-start broker-stop broker-status registry-start registry-stop clean drift-report bench-drift-cost bench-state bench chaos
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
 
-test: $(STAMP)  ## every test; integration tests on a real broker (and a real Prometheus)
+test: $(STAMP)  ## every test; integration tests on a real broker, Schema Registry and Prometheus
 	scripts/ensure-prometheus
-	scripts/local-kafka with $(BIN)/python -m pytest
+	scripts/local-kafka with scripts/local-registry with $(BIN)/python -m pytest
 
 test-unit: $(STAMP)  ## pure-logic tests, no broker
 	$(BIN)/python -m pytest tests/unit
@@ -58,6 +58,12 @@ broker-stop:
 
 broker-status:
 	scripts/local-kafka status
+
+registry-start:
+	scripts/local-registry start
+
+registry-stop:
+	scripts/local-registry stop
 
 clean:
 	scripts/local-kafka clean

@@ -9,8 +9,13 @@ StreamError
  |    +-- SchemaUnavailableError   the registry is unreachable and the policy is to dead-letter
  |    +-- RecordTooLargeError      the value is over validation.max_record_bytes
  |    +-- InvalidRecordError       decoded, but a key, time or value is missing or invalid
- |         +-- OutOfRangeError     a value is outside its validation.ranges entry
+ |    |    +-- OutOfRangeError     a value is outside its validation.ranges entry
+ |    |    +-- EventTimeError      the event time is outside the window validation allows
+ |    |    +-- KeyTooLongError     the key is longer than validation.max_key_bytes
+ |    +-- OutputRejectedError      an output of the record is too large or cannot be encoded
+ |         +-- OutputRefusedError  the producer or the broker refused an output of the record
  +-- SchemaRegistryUnavailableError  the registry cannot be reached (the batch is paused and retried)
+ +-- BrokerUnreachableError   no broker answered at start-up within kafka.connect_timeout_s
  +-- DeliveryError            the broker did not acknowledge an output (fatal: nothing is committed)
  +-- KafkaFatalError          librdkafka reported a fatal error
 """
@@ -18,12 +23,17 @@ StreamError
 from __future__ import annotations
 
 __all__ = [
+    "BrokerUnreachableError",
     "ConfigError",
     "DeliveryError",
+    "EventTimeError",
     "InvalidRecordError",
     "KafkaFatalError",
+    "KeyTooLongError",
     "MalformedRecordError",
     "OutOfRangeError",
+    "OutputRefusedError",
+    "OutputRejectedError",
     "RecordError",
     "RecordTooLargeError",
     "SchemaMismatchError",
@@ -77,6 +87,24 @@ class OutOfRangeError(InvalidRecordError):
     """A feature field lies outside its configured range (validation.ranges)."""
 
 
+class EventTimeError(InvalidRecordError):
+    """The event time is too far ahead of the clock, too old, or beyond what a timestamp can hold."""
+
+
+class KeyTooLongError(InvalidRecordError):
+    """The key field's value is longer than validation.max_key_bytes."""
+
+
+class OutputRejectedError(RecordError):
+    """An output of the record cannot be delivered: too large, not encodable, or refused by the broker."""
+
+    stage = "produce"
+
+
+class OutputRefusedError(OutputRejectedError):
+    """The producer or the broker refused an output of the record for good (its dead letter goes out bare)."""
+
+
 class RecordTooLargeError(RecordError):
     """The message value is larger than validation.max_record_bytes."""
 
@@ -91,6 +119,10 @@ class SchemaUnavailableError(RecordError):
 
 class SchemaRegistryUnavailableError(StreamError):
     """The Schema Registry did not answer after retries."""
+
+
+class BrokerUnreachableError(StreamError):
+    """No broker of kafka.bootstrap_servers answered at start-up within kafka.connect_timeout_s."""
 
 
 class DeliveryError(StreamError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 __all__ = ["Headers", "InputMessage", "MessageHeaders", "Offsets", "TopicPartition"]
@@ -25,3 +26,14 @@ class InputMessage(Protocol):
     def key(self) -> bytes | None: ...
     def value(self) -> bytes | None: ...
     def headers(self) -> MessageHeaders | None: ...
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An output the producer or the broker refused for good, because of the record itself."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    reason: str

@@ -1,4 +1,4 @@
-"""Shared fixtures: the Kafka broker for integration tests, and a small trained model.
+"""Shared fixtures: the Kafka broker and the Schema Registry for integration tests, and a small trained model.
 
 The broker is, in order: the cluster named by KAFKA_BOOTSTRAP_SERVERS; a
 testcontainers Kafka where a Docker engine answers; else the local broker of
@@ -84,3 +84,25 @@ def small_config(tmp_path_factory: pytest.TempPathFactory) -> ServiceConfig:
 def small_model(small_config: ServiceConfig) -> ModelArtifact:
     """A 20-tree HistGradientBoosting fault model on the sensor example's features."""
     return train_from_config(small_config, Path(small_config.model.path))
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """The URL of a real Confluent-compatible Schema Registry: SCHEMA_REGISTRY_URL, else scripts/local-registry's."""
+    if os.environ.get("SCHEMA_REGISTRY_URL"):
+        yield os.environ["SCHEMA_REGISTRY_URL"]
+        return
+    script = ROOT / "scripts" / "local-registry"
+    started = subprocess.run([str(script), "status"], capture_output=True).returncode != 0
+    proc = subprocess.run([str(script), "start"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        message = f"no Schema Registry: scripts/local-registry start failed:\n{proc.stderr[-2000:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    url = proc.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    try:
+        yield url
+    finally:
+        if started:
+            subprocess.run([str(script), "stop"], capture_output=True)

@@ -19,6 +19,7 @@ import fastavro
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import parse_schema
 
+from stream.avro.strict import check_body
 from stream.exceptions import (
     ConfigError,
     MalformedRecordError,
@@ -100,6 +101,7 @@ class AvroCodec:
         return writer
 
     def _read(self, value: bytes, start: int, writer: dict[str, Any]) -> dict[str, Any]:
+        check_body(writer, value, start)  # fastavro reads over-long varints and the like leniently
         buf = io.BytesIO(value)
         buf.seek(start)
         reader = None if writer is self.reader else self.reader

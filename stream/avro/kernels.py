@@ -6,7 +6,8 @@ micro-batch; numba compiles them once and caches them on disk. They cover
 the primitive types and nullable unions. Whatever a kernel is not sure of
 (a truncated body, a varint too long, text that is not strict UTF-8, an
 unexpected union branch, bytes left over) it flags instead of guessing, and
-the caller decodes that record with fastavro, which decides.
+the caller checks that record strictly (``stream.avro.strict``) and decodes
+it with fastavro, which decide.
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def decode_records(buf, starts, ends, rows, ops, ints, floats, spans, nulls, fla
             field = ops[k, OP_FIELD]
             null_branch = ops[k, OP_NULL_BRANCH]
             if null_branch >= 0:
+                at = pos
                 branch, pos = _read_varint(buf, pos, end)
-                if pos < 0 or (branch != 0 and branch != 1):
+                if pos < 0 or pos - at > 5 or (branch != 0 and branch != 1):  # the branch is an int
                     bad = True
                     break
                 if branch == null_branch:
@@ -147,9 +149,10 @@ def decode_records(buf, starts, ends, rows, ops, ints, floats, spans, nulls, fla
                     ints[r, col] = buf[pos]
                 pos += 1
             elif t == T_INT or t == T_LONG:  # noqa: SIM109 - kept as plain compares in the compiled loop
+                at = pos
                 value, pos = _read_varint(buf, pos, end)
-                if pos < 0:
-                    bad = True
+                if pos < 0 or (t == T_INT and (pos - at > 5 or value < -2147483648 or value > 2147483647)):
+                    bad = True  # an int takes at most 5 bytes and 32 bits (strict.py says which)
                     break
                 if kind == K_INT:
                     ints[r, col] = value

@@ -17,6 +17,7 @@ from stream.config.sections import (
     ValidationConfig,
     read_schema,
     redact,
+    redact_url,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "load_config",
     "read_schema",
     "redact",
+    "redact_url",
 ]

@@ -33,6 +33,8 @@ def validate(config: ServiceConfig) -> None:
         raise ConfigError(f"batch.max_wait_ms must be between 0 and 60000, got {batch.max_wait_ms}")
     if config.model.threads < 1:
         raise ConfigError(f"model.threads must be >= 1, got {config.model.threads}")
+    if not 0 < kafka.connect_timeout_s <= 300:
+        raise ConfigError(f"kafka.connect_timeout_s must be in (0, 300] seconds, got {kafka.connect_timeout_s}")
     if kafka.topic_partitions < 1:
         raise ConfigError(f"kafka.topic_partitions must be >= 1, got {kafka.topic_partitions}")
     for key in ("enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"):
@@ -91,6 +93,11 @@ def _validate_processing(config: ServiceConfig) -> None:
         raise ConfigError("state.checkpoint_interval_ms must be >= 0 and state.restore_timeout_s > 0")
     if state.changelog and config.state_topic in (*kafka.input_topics, kafka.output_topic, kafka.dead_letter_topic):
         raise ConfigError(f"state.topic {config.state_topic!r} is already used by [kafka]; name another")
+    validation = config.validation
+    if validation.max_key_bytes < 1 or validation.dead_letter_max_bytes < 0:
+        raise ConfigError("validation.max_key_bytes must be >= 1 and validation.dead_letter_max_bytes >= 0")
+    if validation.max_event_ahead_s <= 0 or validation.max_event_age_s < 0:
+        raise ConfigError("validation.max_event_ahead_s must be > 0 and validation.max_event_age_s >= 0 (0: any age)")
     if config.validation.max_record_bytes < 0:
         raise ConfigError(f"validation.max_record_bytes must be >= 0 (0: no limit), "
                           f"got {config.validation.max_record_bytes}")

@@ -34,6 +34,7 @@ from stream.exceptions import ConfigError
 __all__ = ["ENV_PREFIX", "default_signals", "load_config"]
 
 ENV_PREFIX = "STREAMSCORE_"
+
 # Sections the environment can override ([features] is structural: set it in the file).
 _ENVSECTIONS = set(SECTIONS) | {"drift"}
 _PASSTHROUGH = {("kafka", "consumer"), ("kafka", "producer"), ("codec", "schema_registry"), ("training", "params")}
@@ -65,20 +66,24 @@ def load_config(
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    _apply_environment(data, dict(environ or {}))
+    origins = _apply_environment(data, dict(environ or {}))
     for section, values in (overrides or {}).items():
         table = data.setdefault(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"[{section}] in {source} must be a table")
         table.update(values)
-    config = _build(data, source)
+        origins.update({f"{section}.{key}": "the command line" for key in values})
+    config = _build(data, source, origins)
     validate(config)
     return config
 
 
-def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> None:
+def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """Merge the environment's overrides into ``data``; return where each overridden key came from."""
+    origins: dict[str, str] = {}
     if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         data.setdefault("kafka", {})["bootstrap_servers"] = environ["KAFKA_BOOTSTRAP_SERVERS"]
+        origins["kafka.bootstrap_servers"] = "environment variable KAFKA_BOOTSTRAP_SERVERS"
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
@@ -87,6 +92,7 @@ def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> None:
             parts[2] = parts[2].replace("_", ".")
         if len(parts) == 1 and parts[0] == "log_level":
             data["log_level"] = raw
+            origins["log_level"] = f"environment variable {name}"
             continue
         if len(parts) < 2 or parts[0] not in _ENVSECTIONS:
             raise ConfigError(
@@ -99,6 +105,8 @@ def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> None:
             if not isinstance(node, dict):
                 raise ConfigError(f"environment variable {name} overrides a value that is not a table")
         node[parts[-1]] = _parse_env_value(raw)
+        origins[".".join(parts[:2])] = f"environment variable {name}"
+    return origins
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -108,14 +116,14 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def _build(data: dict[str, Any], source: str) -> ServiceConfig:
+def _build(data: dict[str, Any], source: str, origins: Mapping[str, str]) -> ServiceConfig:
     special = {"features", "drift", "log_level"}
     unknown = set(data) - set(SECTIONS) - special
     if unknown:
         raise ConfigError(
             f"unknown key {sorted(unknown)[0]!r} in {source}; top-level keys are {sorted(set(SECTIONS) | special)}"
         )
-    sections = {name: _build_section(name, cls, data.get(name, {}), source) for name, cls in SECTIONS.items()}
+    sections = {name: _build_section(name, cls, data.get(name, {}), source, origins) for name, cls in SECTIONS.items()}
     features = data.get("features")
     if features is None:
         raise ConfigError(f"{source} has no [features] table: declare fields and windows")
@@ -125,23 +133,29 @@ def _build(data: dict[str, Any], source: str) -> ServiceConfig:
     features_spec = _build_features(features, source)
     return ServiceConfig(
         features=features_spec,
-        drift=_build_drift(data.get("drift", {}), features_spec, source),
+        drift=_build_drift(data.get("drift", {}), features_spec, source, origins),
         log_level=log_level.upper(),
         source=source,
         **sections,
     )
 
 
-def _build_section(name: str, cls: type, table: Any, source: str) -> Any:
+def _build_section(name: str, cls: type, table: Any, source: str, origins: Mapping[str, str]) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"[{name}] in {source} must be a table, got {table!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
+        where = f"{name}.{key}"
+        origin = origins.get(where)
+        said = f"from {origin}" if origin else f"in {source}"
         if key not in fields:
-            raise ConfigError(f"unknown key '{name}.{key}' in {source}; [{name}] takes {sorted(fields)}")
-        values[key] = _coerce(f"{name}.{key}", hints[key], value)
+            raise ConfigError(f"unknown key '{where}' {said}; [{name}] takes {sorted(fields)}")
+        try:
+            values[key] = _coerce(where, hints[key], value)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ({said})") from None
     return cls(**values)
 
 
@@ -204,11 +218,11 @@ def _check_tables(items: Any, where: str, allowed: set[str], source: str, what: 
         _check_keys(item, f"{where}[{i}]", allowed, source, what)
 
 
-def _build_drift(table: Any, spec: FeatureSpec, source: str) -> DriftConfig:
+def _build_drift(table: Any, spec: FeatureSpec, source: str, origins: Mapping[str, str]) -> DriftConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"[drift] in {source} must be a table")
     _check_keys(table, "drift", _DRIFT_KEYS, source, "[drift]")
-    base = _build_section("drift", DriftConfig, {k: v for k, v in table.items() if k != "signals"}, source)
+    base = _build_section("drift", DriftConfig, {k: v for k, v in table.items() if k != "signals"}, source, origins)
     raw_signals = table.get("signals")
     if raw_signals is None:
         signals = default_signals(spec)

@@ -7,9 +7,10 @@ turns them into ``docs/configuration.md``.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,13 @@ __all__ = [
     "ValidationConfig",
     "read_schema",
     "redact",
+    "redact_url",
 ]
 
 # librdkafka and Schema Registry settings whose values never reach a log or repr.
 _SECRET_WORDS = ("password", "secret", "token", "user.info", "key.pem", "private", "oauthbearer.config")
+# The user-info part of a URL: scheme://user:password@host
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 # Upper bound on batch.max_size: far beyond where batching stops paying off,
 # low enough that one batch's outputs fit the producer queue comfortably.
 MAX_BATCH_SIZE = 100_000
@@ -47,6 +51,11 @@ MAX_BATCH_SIZE = 100_000
 def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of librdkafka-style settings with secret values replaced by ``***``."""
     return {k: ("***" if any(w in k.lower() for w in _SECRET_WORDS) else v) for k, v in settings.items()}
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it (``scheme://user:password@``) replaced by ``***``."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class KafkaConfig:
     create_topics: bool = True
     # Partitions of the topics created at start-up (the state topic takes the input topic's count).
     topic_partitions: int = 8
+    # At start-up, how long to wait for a broker to answer before giving up with one line (exit 1).
+    connect_timeout_s: float = 10.0
     # librdkafka consumer settings, passed through (security, fetch sizes); a few are managed by streamscore.
     consumer: Mapping[str, Any] = field(default_factory=dict, repr=False)
     # librdkafka producer settings, passed through (security, linger.ms, compression.type).
@@ -102,6 +113,10 @@ class CodecConfig:
     time_field: str = "ts"
     # The prediction schema; outputs use the same format as inputs.
     output_schema: str = "prediction"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name != "schema_registry")
+        return f"CodecConfig({redact_url(shown)}, schema_registry={redact(self.schema_registry)!r})"
 
 
 @dataclass(frozen=True)
@@ -173,6 +188,21 @@ class ValidationConfig:
     # Allowed range per numeric field, inclusive: temperature = [-40.0, 150.0].
     # Values outside it are dead-lettered. Non-finite values always are.
     ranges: Mapping[str, Any] = field(default_factory=dict)
+    # Keys (the key field's value, UTF-8) longer than this are dead-lettered: a key
+    # is held in memory with its windows and becomes the key of every prediction.
+    max_key_bytes: int = 1024
+    # Event times more than this many seconds after the scorer's clock are
+    # dead-lettered: one reading from the future would hold its key's time
+    # windows until then. Times outside years 1-9999 always are (a standard
+    # Avro reader cannot turn them into a timestamp).
+    max_event_ahead_s: float = 300.0
+    # Event times more than this many seconds before the message's Kafka
+    # timestamp are dead-lettered; 0 accepts any age (backlogs, replays).
+    max_event_age_s: float = 0.0
+    # A dead letter carries at most this many bytes of the original value (and
+    # of its key); a longer one is cut, and its headers give the original size
+    # and sha256. It must fit the producer's message.max.bytes with room for headers.
+    dead_letter_max_bytes: int = 524_288
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream.config import redact
 from stream.exceptions import DeliveryError, KafkaFatalError
-from stream.types import Headers
+from stream.types import Headers, Rejected
 
-__all__ = ["PRODUCER_DEFAULTS", "PredictionSink"]
+__all__ = ["PRODUCER_DEFAULTS", "RECORD_ERRORS", "PredictionSink", "Rejected"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,14 @@ SINK_DEFAULTS: dict[str, Any] = {**PRODUCER_DEFAULTS, "delivery.report.only.erro
 # broker that is away for a while delays the batch rather than failing it.
 MESSAGE_TIMEOUT_MS = 300_000
 FLUSH_MARGIN_S = 5.0
+# Errors that are about one record, not the cluster: the record is refused for
+# good (too large, invalid, against a topic policy), and the others go on.
+RECORD_ERRORS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE, KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_TIMESTAMP, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.POLICY_VIOLATION,
+    KafkaError._INVALID_ARG,
+})
+
 
 
 class PredictionSink:
@@ -47,6 +55,7 @@ class PredictionSink:
         self._settings = {**SINK_DEFAULTS, **settings}
         self._producer = Producer({**self._settings, "error_cb": self._on_error, "on_delivery": self._on_delivery})
         self._failures: list[str] = []
+        self._rejected: list[Rejected] = []
         self._fatal: KafkaError | None = None
         self.flush_timeout_s = int(self._settings.get("message.timeout.ms", MESSAGE_TIMEOUT_MS)) / 1000 + FLUSH_MARGIN_S
         logger.debug("producer settings %s", redact(self._settings))
@@ -69,8 +78,17 @@ class PredictionSink:
             return False
 
     def discard_failures(self) -> None:
-        """Forget the delivery failures seen so far (an aborted transaction takes them back)."""
+        """Forget the delivery failures seen so far (an aborted transaction takes them back).
+
+        Rejected records stay for ``take_rejected``: the batch is scored again without them.
+        """
         self._failures = []
+
+    def take_rejected(self) -> list[Rejected]:
+        """The outputs refused because of the record itself since the last call (serves delivery reports)."""
+        self._producer.poll(0)
+        rejected, self._rejected = self._rejected, []
+        return rejected
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: Headers | None = None, partition: int = -1) -> None:
@@ -81,6 +99,9 @@ class PredictionSink:
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+            except KafkaException as exc:
+                self._refused(topic, key, value, headers, exc)
+                return
 
     def send_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes],
                   headers: Headers | None = None, partition: int = -1) -> None:
@@ -89,7 +110,7 @@ class PredictionSink:
         for key, value in zip(keys, values):
             try:
                 produce(topic, value, key, partition, headers=headers)
-            except BufferError:
+            except (BufferError, KafkaException):
                 self.send(topic, key, value, headers, partition)
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -130,8 +151,23 @@ class PredictionSink:
             failures, self._failures = self._failures, []
             raise DeliveryError(f"{len(failures)} outputs failed; first: {failures[0]}")
 
+    def _refused(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
+                 exc: KafkaException) -> None:
+        """produce() refused a record at once: about the record (kept for the caller), or not (raised)."""
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is None or err.code() not in RECORD_ERRORS:
+            raise DeliveryError(f"cannot produce to {topic}: {exc}") from exc
+        self._rejected.append(Rejected(topic, key, value, list(headers or []), f"refused by the producer: {err.str()}"))
+
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
+        if err is None:
+            return
+        if err.code() in RECORD_ERRORS:
+            headers = msg.headers() or []
+            self._rejected.append(Rejected(msg.topic() or "", msg.key(), msg.value(),
+                                           list(headers.items()) if isinstance(headers, dict) else list(headers),
+                                           f"refused by the broker: {err.str()}"))
+        else:
             self._failures.append(f"{msg.topic()}: {err.str()}")
 
     def _on_error(self, err: KafkaError) -> None:

@@ -19,12 +19,14 @@ from features import FeatureStore
 from models import BatchScorer
 from models.scorer import Scores
 from stream.avro.codec import AvroCodec, AvroEncoder
-from stream.avro.decoder import BatchDecoder, Column, DecodedBatch, UnsupportedSchema, column_for
+from stream.avro.decoder import BatchDecoder, Column, UnsupportedSchema, column_for
 from stream.avro.encoder import BatchEncoder, Choice, Const, Repeat, Values
-from stream.exceptions import ConfigError, InvalidRecordError, OutOfRangeError, RecordError
-from stream.pipeline.deadletter import dead_letter_for
+from stream.config import ValidationConfig
+from stream.exceptions import ConfigError, OutputRefusedError, OutputRejectedError, RecordError
+from stream.pipeline.deadletter import DeadLetter, bare, dead_letter_for, shrunk
 from stream.pipeline.quality import QualityTracker
 from stream.pipeline.results import BatchResult, Predictions
+from stream.pipeline.validation import RecordValidator
 from stream.pipeline.warmup import WarmUpMessage, sample_record
 from stream.state.replay import Replay
 from stream.types import InputMessage
@@ -33,6 +35,11 @@ __all__ = ["BatchProcessor", "prediction_bindings"]
 
 logger = logging.getLogger(__name__)
 
+
+# librdkafka's default message.max.bytes: the largest record a producer sends.
+DEFAULT_MAX_OUTPUT_BYTES = 1_000_000
+# Room for a record's framing inside message.max.bytes.
+PREDICTION_HEADROOM = 512
 
 # Reader field types the processor takes for the key, the event time and the feature values.
 KEY_TYPES = ("string", "int", "long")
@@ -54,11 +61,12 @@ class BatchProcessor:
         time_field: str,
         quality: QualityTracker | None = None,
         labels_topic: str | None = None,
-        max_record_bytes: int = 0,
-        ranges: Mapping[str, Sequence[float]] | None = None,
+        validation: ValidationConfig | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
-        """``max_record_bytes`` > 0 dead-letters larger values undecoded; ``ranges``
-        maps feature fields to inclusive [min, max] bounds (validation.ranges)."""
+        """``validation``: the [validation] rules (record and key sizes, event times, ranges);
+        ``max_output_bytes``: the largest record the producer sends (its message.max.bytes)."""
+        validation = validation or ValidationConfig()
         self.codec = codec
         self.store = store
         self.scorer = scorer
@@ -70,14 +78,16 @@ class BatchProcessor:
         self.model_version = scorer.artifact.version
         self.quality = quality
         self.labels_topic = labels_topic
-        self.ranges = {name: (float(lo), float(hi)) for name, (lo, hi) in (ranges or {}).items()}
+        self.dead_letter_max_bytes = validation.dead_letter_max_bytes
+        self.max_output_bytes = max_output_bytes
         self.id_field = quality.id_field if quality is not None and quality.joiner is not None else None
         wanted = [("codec.key_field", key_field, KEY_TYPES), ("codec.time_field", time_field, TIME_TYPES)]
         wanted += [("features.fields", name, VALUE_TYPES) for name in self.fields]
         if self.id_field is not None and self.id_field not in (key_field, time_field, *self.fields):
             wanted.append(("labels.id_field", self.id_field, KEY_TYPES))
-        self.decoder = BatchDecoder(codec, [_column(codec, *w) for w in wanted], max_bytes=max_record_bytes)
-        self._key_is_string = self.decoder.columns[0].type == "string"  # the key field is wanted first
+        self.decoder = BatchDecoder(codec, [_column(codec, *w) for w in wanted], max_bytes=validation.max_record_bytes)
+        self.validator = RecordValidator(key_field=key_field, time_field=time_field, fields=self.fields,
+                                         key_is_string=self.decoder.columns[0].type == "string", config=validation)
         self._batch_encoder = _prediction_encoder(encoder, scorer)
 
     def warm_up(self) -> None:
@@ -104,11 +114,14 @@ class BatchProcessor:
         logger.info("warmed up in %.0f ms (%d scored)", (time.perf_counter() - started) * 1000,
                     len(result.predictions))
 
-    def process(self, messages: Sequence[InputMessage], replay: Replay | None = None) -> BatchResult:
+    def process(self, messages: Sequence[InputMessage], replay: Replay | None = None,
+                rejected: Mapping[tuple[str, int, int], str] | None = None) -> BatchResult:
         """Process ``messages`` in order; bad ones become dead letters, the rest are scored.
 
         Messages that ``replay`` covers update state only: no prediction, dead
         letter or drift event comes out of them (those went out the first time).
+        Messages in ``rejected`` ((topic, partition, offset) -> why) are ones
+        whose outputs the broker refused before: they are dead-lettered.
         """
         result = BatchResult()
         topics = [m.topic() or "" for m in messages]
@@ -123,15 +136,20 @@ class BatchProcessor:
             partitions = [partitions[i] for i in events]
             offsets = [offsets[i] for i in events]
         result.per_topic = dict(Counter(topics))
+        result.inputs = messages
         if not messages:
             return result
         batch = self.decoder.decode([m.value() for m in messages])
-        keys, bad = self._validate(batch)
+        keys, bad = self.validator.check(batch, messages)
+        if rejected:
+            for i, position in enumerate(zip(topics, partitions, offsets)):
+                if position in rejected:
+                    bad[i] = OutputRefusedError(rejected[position])
         replayed = _replayed(replay, topics, partitions, offsets) if replay else None
         for row in sorted(bad):
             if replayed is None or not replayed[row]:
                 exc = bad[row]
-                result.dead_letters.append(dead_letter_for(messages[row], exc, exc.stage))
+                result.dead_letters.append(self._letter(messages[row], exc, exc.stage))
         # rows left out: the bad ones, and replayed ones already in their key's restored state
         dropped = set(bad)
         if replayed is not None and replay is not None and replay.skip:
@@ -151,7 +169,7 @@ class BatchProcessor:
         if failed:  # isolated per record: those are dead-lettered, the rest go on
             for i, (stage, error) in sorted(failed.items()):
                 if replayed is None or not replayed[int(rows[i])]:
-                    result.dead_letters.append(dead_letter_for(messages[int(rows[i])], error, stage))
+                    result.dead_letters.append(self._letter(messages[int(rows[i])], error, stage))
             kept = np.setdiff1d(np.arange(len(rows)), np.fromiter(failed, dtype=np.int64, count=len(failed)))
             rows, times, values, features = rows[kept], times[kept], values[kept], features[kept]
             keys = [keys[i] for i in kept.tolist()]
@@ -161,12 +179,15 @@ class BatchProcessor:
         partitions_a = np.asarray(partitions, dtype=np.int64)[rows]
         offsets_a = np.asarray(offsets, dtype=np.int64)[rows]
         if replayed is None:
-            result.predictions = self._encode(keys, times, topics, partitions_a, offsets_a, scores)
+            result.predictions = self._encode(keys, times, topics, partitions_a, offsets_a, scores, rows)
         else:
             live = ~replayed[rows]
             idx = np.flatnonzero(live).tolist()
             result.predictions = self._encode([keys[i] for i in idx], times[live], [topics[i] for i in idx],
-                                              partitions_a[live], offsets_a[live], scores.take(live))
+                                              partitions_a[live], offsets_a[live], scores.take(live), rows[live])
+        self._drop_oversized(result.predictions)
+        for row, error in result.predictions.unencodable.items():
+            result.dead_letters.append(self._letter(messages[row], error, error.stage))
         if self.quality is not None:
             ids = None
             if self.id_field is not None:
@@ -177,6 +198,32 @@ class BatchProcessor:
                 alarms = [e for e in alarms if e.offset >= replay.until.get((e.topic, e.partition), -1)]
             result.drift_events.extend(alarms)
         return result
+
+    def _letter(self, message: InputMessage, error: Exception, stage: str) -> DeadLetter:
+        """The dead letter of ``message``, made to fit what the producer sends.
+
+        An output of a record the broker refused before goes out bare (no
+        value, no original headers), so that it cannot be refused again.
+        """
+        if isinstance(error, OutputRefusedError):
+            return bare(dead_letter_for(message, error, stage, max_bytes=0))
+        return shrunk(dead_letter_for(message, error, stage, max_bytes=self.dead_letter_max_bytes),
+                      self.max_output_bytes)
+
+    def _drop_oversized(self, predictions: Predictions) -> None:
+        """Predictions larger than the producer sends leave for ``unencodable`` (they become dead letters)."""
+        limit = self.max_output_bytes - PREDICTION_HEADROOM
+        if not predictions.values or max(map(len, predictions.values)) + max(map(len, predictions.keys)) <= limit:
+            return
+        keep = [i for i, (k, v) in enumerate(zip(predictions.keys, predictions.values)) if len(k) + len(v) <= limit]
+        for i in sorted(set(range(len(predictions))) - set(keep)):
+            size = len(predictions.keys[i]) + len(predictions.values[i])
+            predictions.unencodable[int(predictions.rows[i])] = OutputRejectedError(
+                f"its prediction is {size:,} bytes, over the producer's message.max.bytes ({self.max_output_bytes:,})")
+        predictions.keys = [predictions.keys[i] for i in keep]
+        predictions.values = [predictions.values[i] for i in keep]
+        predictions.event_times_ms = predictions.event_times_ms[keep]
+        predictions.rows = predictions.rows[keep]
 
     def _features(self, keys: list[str], times: np.ndarray, values: np.ndarray,
                   partitions: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[str, Exception]]]:
@@ -235,39 +282,14 @@ class BatchProcessor:
             try:
                 result.drift_events.extend(self.quality.label(msg))
             except RecordError as exc:
-                result.dead_letters.append(dead_letter_for(msg, exc, exc.stage))
+                result.dead_letters.append(self._letter(msg, exc, exc.stage))
                 result.label_dead_letters += 1
         return rest
 
-    def _validate(self, batch: DecodedBatch) -> tuple[list[Any], dict[int, RecordError]]:
-        """Every row's key, and the rows that fail (decoding first, then key, time, values in field order)."""
-        bad: dict[int, RecordError] = dict(batch.errors)
-        n = batch.n
-        keys = batch.values(self.key_field, np.arange(n))
-        for i, key in enumerate(keys):
-            if i not in bad and (key is None or key == ""):
-                bad[i] = InvalidRecordError(f"key field {self.key_field!r} is missing or empty")
-        if not self._key_is_string:
-            keys = [None if k is None else str(k) for k in keys]
-        for i in np.flatnonzero(batch.null(self.time_field)).tolist():
-            bad.setdefault(i, InvalidRecordError(f"time field {self.time_field!r} is None, not epoch milliseconds"))
-        for name in self.fields:
-            column = batch.numbers(name)
-            broken = batch.null(name) | (~np.isfinite(column) if column.dtype.kind == "f" else False)
-            for i in np.flatnonzero(broken).tolist():
-                if i not in bad:
-                    value = None if batch.null(name)[i] else float(column[i])
-                    bad[i] = InvalidRecordError(f"field {name!r} is {value!r}, not a finite number")
-            if name in self.ranges:
-                lo, hi = self.ranges[name]
-                outside = ~broken & ((column < lo) | (column > hi))
-                for i in np.flatnonzero(outside).tolist():
-                    if i not in bad:
-                        bad[i] = OutOfRangeError(f"field {name!r} is {float(column[i])!r}, outside [{lo}, {hi}]")
-        return keys, bad
-
     def _encode(self, keys: list[str], times: np.ndarray, topics: list[str], partitions: np.ndarray,
-                offsets: np.ndarray, scores: Scores) -> Predictions:
+                offsets: np.ndarray, scores: Scores, rows: np.ndarray) -> Predictions:
+        """The predictions of ``rows`` (indexes into the batch), encoded; a row whose prediction cannot be
+        encoded is left out and named in ``unencodable``."""
         n = len(keys)
         now_ms = int(time.time() * 1000)
         key_bytes = [k.encode() for k in keys]
@@ -280,11 +302,23 @@ class BatchProcessor:
             if scores.probabilities is not None:
                 for j in range(scores.probabilities.shape[1]):
                     columns[f"probability_{j}"] = scores.probabilities[:, j]
-            values = self._batch_encoder.encode(n, columns)
-        else:
-            values = [self.encoder.encode(r) for r in self._records(keys, times, topics, partitions, offsets,
-                                                                   scores, now_ms)]
-        return Predictions(key_bytes, values, np.asarray(times, dtype=np.int64))
+            try:
+                return Predictions(key_bytes, self._batch_encoder.encode(n, columns),
+                                   np.asarray(times, dtype=np.int64), rows)
+            except (OverflowError, ValueError, IndexError, TypeError):
+                pass  # one record is beyond the compiled program: encode one by one, and find it
+        values: list[bytes] = []
+        failed: dict[int, OutputRejectedError] = {}
+        for i, record in enumerate(self._records(keys, times, topics, partitions, offsets, scores, now_ms)):
+            try:
+                values.append(self.encoder.encode(record))
+            except (OverflowError, ValueError, IndexError, TypeError, AttributeError) as exc:
+                failed[i] = OutputRejectedError(f"its prediction cannot be encoded: {type(exc).__name__}: {exc}")
+        if not failed:
+            return Predictions(key_bytes, values, np.asarray(times, dtype=np.int64), rows)
+        kept = [i for i in range(n) if i not in failed]
+        return Predictions([key_bytes[i] for i in kept], values, np.asarray(times, dtype=np.int64)[kept], rows[kept],
+                           unencodable={int(rows[i]): error for i, error in failed.items()})
 
     def _records(self, keys: list[str], times: np.ndarray, topics: list[str], partitions: np.ndarray,
                  offsets: np.ndarray, scores: Scores, now_ms: int) -> Iterator[dict[str, Any]]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from models.drift import DriftEvent
+from stream.exceptions import OutputRejectedError
 from stream.pipeline.deadletter import DeadLetter
-from stream.types import Offsets
+from stream.types import InputMessage, Offsets
 
 __all__ = ["BatchResult", "Prediction", "Predictions"]
 
@@ -30,6 +31,17 @@ class Predictions:
     keys: list[bytes] = field(default_factory=list)
     values: list[bytes] = field(default_factory=list)
     event_times_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # per prediction, the index of its event in the batch's inputs (BatchResult.inputs)
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # batch rows whose prediction could not be encoded, with why (they are dead-lettered instead)
+    unencodable: dict[int, OutputRejectedError] = field(default_factory=dict)
+
+    def source_of(self, key: bytes | None, value: bytes | None) -> int | None:
+        """The batch row of the prediction with this key and value (a delivery report names only those)."""
+        for i, (k, v) in enumerate(zip(self.keys, self.values)):
+            if v == value and k == key:
+                return int(self.rows[i])
+        return None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -52,6 +64,8 @@ class BatchResult:
     # (topic, partition) -> next offset to read: last offset in the batch + 1
     next_offsets: Offsets = field(default_factory=dict)
     model_seconds: float = 0.0
+    # the batch's input messages (labels left out), in the order the rows count them
+    inputs: Sequence[InputMessage] = ()
 
     @property
     def consumed(self) -> int:

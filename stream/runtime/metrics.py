@@ -39,7 +39,11 @@ class ServiceMetrics:
         self.latency = BatchHistogram("streamscore_end_to_end_latency_seconds",
                                       "Event time to prediction acknowledged by the broker",
                                       LATENCY_BUCKETS, registry=r)
-        self.lag = Gauge("streamscore_consumer_lag", "Messages between the consumer position and the high watermark",
+        self.committed_lag = Gauge(
+            "streamscore_consumer_committed_lag", "Messages between the group's committed offset and the high "
+            "watermark: what a restart would read again or for the first time", ["topic", "partition"], registry=r)
+        self.lag = Gauge("streamscore_consumer_lag", "Messages between the consumer's read position and the high "
+                         "watermark (read ahead of the commit, so it can be 0 while committed_lag is not)",
                          ["topic", "partition"], registry=r)
         self.drift_alarms = Counter("streamscore_drift_alarms", "Drift alarms raised", ["signal", "detector"],
                                     registry=r)
@@ -48,9 +52,12 @@ class ServiceMetrics:
                                    ["model_version", "metric"], registry=r)
         self.labels = Counter("streamscore_labels", "Labels consumed, by outcome (joined, unmatched)", ["outcome"],
                               registry=r)
-        self.unlabelled = Gauge("streamscore_predictions_unlabelled",
+        self.unlabelled = Counter("streamscore_predictions_unlabelled",
                                 "Predictions that left the label cache without a label", registry=r)
         self.label_cache = Gauge("streamscore_label_cache_size", "Predictions waiting for their label", registry=r)
+        self.outputs_refused = Counter(
+            "streamscore_outputs_refused", "Outputs the producer or broker refused for good, by topic; a refused "
+            "prediction or dead letter is replaced by a (bare) dead letter", ["topic"], registry=r)
         self.transactions_aborted = Counter(
             "streamscore_transactions_aborted", "Exactly-once batches aborted and read again", registry=r)
         self.state_records = Counter(

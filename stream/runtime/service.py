@@ -26,11 +26,12 @@ from confluent_kafka import Message
 
 from stream.avro.codec import AvroEncoder
 from stream.config import ServiceConfig
-from stream.exceptions import SchemaRegistryUnavailableError, StreamError
+from stream.exceptions import DeliveryError, SchemaRegistryUnavailableError, StreamError
 from stream.kafka.sink import PredictionSink
 from stream.kafka.source import KafkaSource, position
 from stream.kafka.transactions import TransactionAbortedError, Transactions, TransactionStuckError
 from stream.pipeline.processor import BatchProcessor
+from stream.pipeline.refusals import Position, Rerouted, reroute
 from stream.pipeline.results import BatchResult
 from stream.runtime.health import HealthServer
 from stream.runtime.keepalive import KeepAlive, hold
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 LAG_EVERY_S = 1.0
 # How often a background thread asks the cluster for metadata, for /readyz.
 BROKER_CHECK_EVERY_S = 2.0
+# Rounds of dead letters for refused outputs before the batch fails: a refused
+# prediction's dead letter goes bare, and a bare one fits any topic.
+REROUTE_ROUNDS = 3
 # A batch still being scored after this long pauses the consumer and polls it
 # until scoring is done (well inside any sensible max.poll.interval.ms).
 KEEP_ALIVE_AFTER_S = 1.0
@@ -90,7 +94,10 @@ class ScoringService:
         self._abandoned: list[PredictionSink] = []  # producers replaced after a stuck transactional call
         self._seen_joined = 0
         self._seen_unmatched = 0
+        self._seen_unlabelled = 0
         self._in_flight: BatchResult | None = None  # produced, not yet acknowledged and committed
+        # exactly-once: inputs whose outputs were refused in an aborted transaction, dead-lettered when read again
+        self._refused: dict[Position, str] = {}
 
     def readiness(self) -> dict[str, bool]:
         """The /readyz checks: a model is loaded, partitions are assigned, the broker answers."""
@@ -196,7 +203,7 @@ class ScoringService:
         """Score a batch; None when it must be read again (registry away, partition moved)."""
         try:
             with self._keep_alive:
-                result = self.processor.process(messages, self.state.replay)
+                result = self.processor.process(messages, self.state.replay, self._refused)
         except SchemaRegistryUnavailableError as exc:
             # Decoding stopped before any state changed: read the batch again later.
             self._registry_ok = False
@@ -259,6 +266,12 @@ class ScoringService:
         offsets: Offsets = {}
         if result is not None:
             self.sink.flush()
+            for _ in range(REROUTE_ROUNDS):
+                if not self._reroute(result):
+                    break
+                self.sink.flush()
+            else:
+                raise DeliveryError(f"outputs still refused after {REROUTE_ROUNDS} rounds of dead letters")
             latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
             self._record_metrics(result, latencies)
             offsets = result.next_offsets
@@ -273,11 +286,15 @@ class ScoringService:
         assert self.transactions is not None
         self.transactions.begin()
         self._send(result)
+        self._reroute(result)  # what the producer refused at once goes to the dead-letter topic in this transaction
         saved = self.state.maybe_checkpoint(self.sink)
         try:
             self.transactions.commit(result.next_offsets, self.source.group_metadata())
         except (TransactionAbortedError, TransactionStuckError) as exc:
-            logger.warning("batch of %d not delivered (%s): reading it again", result.consumed, exc)
+            refused = self._reroute_later(result)
+            logger.warning("batch of %d not delivered (%s): reading it again%s", result.consumed, exc,
+                           f", with {len(refused)} inputs whose outputs the broker refused dead-lettered"
+                           if refused else "")
             self.metrics.transactions_aborted.inc()
             if isinstance(exc, TransactionStuckError):
                 self._replace_producer()
@@ -286,9 +303,38 @@ class ScoringService:
             first = {(self.state.input_topic, p): o for p, o in saved.items()}
             self.source.rewind(self.state.reset({**first, **_first_offsets(messages)}))
             return
+        for done in [p for p in self._refused if (p[0], p[1]) in result.next_offsets]:
+            del self._refused[done]  # committed: never read again
         self.stats.record_batch(result.consumed, result.model_seconds)
         latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())
         self._record_metrics(result, latencies)
+
+    def _reroute(self, result: BatchResult) -> bool:
+        """Send dead letters for the batch's outputs refused so far; whether there were any."""
+        rerouted = self._rerouted(result)
+        for d in rerouted.dead_letters:
+            self.sink.send(self.config.kafka.dead_letter_topic, d.key, d.value, headers=d.headers)
+            self.metrics.dead_letters.labels(d.reason).inc()
+            self.stats.dead_letters[d.reason] += 1
+        return bool(rerouted.dead_letters)
+
+    def _reroute_later(self, result: BatchResult) -> dict[Position, str]:
+        """Exactly-once, after an abort: the inputs whose outputs were refused, dead-lettered when read again."""
+        refused = self._rerouted(result).inputs
+        self._refused.update(refused)
+        return refused
+
+    def _rerouted(self, result: BatchResult) -> Rerouted:
+        kafka = self.config.kafka
+        rerouted = reroute(self.sink.take_rejected(), result, output_topic=kafka.output_topic,
+                           dead_letter_topic=kafka.dead_letter_topic)
+        for where, why in rerouted.inputs.items():
+            logger.warning("input %s[%d]@%d: %s; it goes to the dead-letter topic", *where, why)
+        for r in rerouted.dropped:
+            logger.error("output to %s %s: it is lost", r.topic, r.reason)
+        for topic in [r.topic for r in rerouted.dropped] + [kafka.dead_letter_topic] * len(rerouted.dead_letters):
+            self.metrics.outputs_refused.labels(topic).inc()
+        return rerouted
 
     def _record_metrics(self, result: BatchResult, latencies_ms: np.ndarray) -> None:
         m = self.metrics
@@ -311,7 +357,8 @@ class ScoringService:
             m.labels.labels("joined").inc(joiner.joined - self._seen_joined)
             m.labels.labels("unmatched").inc(joiner.unmatched - self._seen_unmatched)
             self._seen_joined, self._seen_unmatched = joiner.joined, joiner.unmatched
-            m.unlabelled.set(joiner.unlabelled)
+            m.unlabelled.inc(joiner.unlabelled - self._seen_unlabelled)
+            self._seen_unlabelled = joiner.unlabelled
             m.label_cache.set(len(joiner))
             for (version, metric), value in joiner.metric_values().items():
                 m.online_metric.labels(version, metric).set(value)
@@ -328,9 +375,13 @@ class ScoringService:
         self.transactions.init()
 
     def _watch_broker(self) -> None:
+        """Off the loop: whether the broker answers (for /readyz), and the committed lag (a coordinator request)."""
         topic = self.config.kafka.input_topics[0]
         while not self._stopped.is_set():
             self._broker_ok = self.sink.reachable(topic, timeout_s=1.0)
+            if self._broker_ok:
+                for (t, partition), lag in self.source.committed_lag(timeout_s=1.0).items():
+                    self.metrics.committed_lag.labels(t, str(partition)).set(lag)
             self._stopped.wait(BROKER_CHECK_EVERY_S)
 
     def _update_lag(self) -> None:

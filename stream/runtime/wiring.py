@@ -14,11 +14,12 @@ from stream.avro.codec import AvroCodec, AvroEncoder, SchemaSource
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError
 from stream.kafka.admin import admin_settings, ensure_topics, partition_counts
+from stream.kafka.cluster import check_settings, missing_topics, probe
 from stream.kafka.registry import RegistrySchemaSource
 from stream.kafka.sink import PredictionSink
 from stream.kafka.source import KafkaSource
 from stream.kafka.transactions import Transactions
-from stream.pipeline.processor import BatchProcessor
+from stream.pipeline.processor import DEFAULT_MAX_OUTPUT_BYTES, BatchProcessor
 from stream.pipeline.quality import QualityTracker
 from stream.runtime.health import HealthServer
 from stream.runtime.metrics import ServiceMetrics
@@ -36,7 +37,15 @@ logger = logging.getLogger(__name__)
 def build_service(config: ServiceConfig, schema_source: SchemaSource | None = None) -> ScoringService:
     """Load the model, connect, and wire the service; failures here are start-up errors."""
     kafka = config.kafka
+    base = {"bootstrap.servers": kafka.bootstrap_servers}
+    exactly_once = config.processing.guarantee == "exactly_once"
+    producer = {**base, **kafka.producer}
+    if exactly_once:
+        producer["transactional.id"] = config.transactional_id
+    consumer = {**base, **kafka.consumer, "group.id": kafka.group_id}
+    check_settings(producer, consumer)
     artifact = ModelArtifact.load(Path(config.model.path), config.features, config.schema_fingerprint)
+    _check_cluster(config)
     thread_limits = limit_model_threads(config.model.threads)
     codec_cfg = config.codec
     if codec_cfg.format == "confluent" and schema_source is None:
@@ -70,11 +79,10 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         time_field=codec_cfg.time_field,
         quality=_quality_tracker(config, artifact, schema_source),
         labels_topic=config.labels.topic,
-        max_record_bytes=config.validation.max_record_bytes,
-        ranges=config.validation.ranges,
+        validation=config.validation,
+        max_output_bytes=int(kafka.producer.get("message.max.bytes", DEFAULT_MAX_OUTPUT_BYTES)),
     )
     processor.warm_up()
-    base = {"bootstrap.servers": kafka.bootstrap_servers}
     if kafka.create_topics:
         topics = {kafka.output_topic: kafka.topic_partitions, kafka.dead_letter_topic: kafka.topic_partitions}
         if config.drift.enabled:
@@ -83,14 +91,10 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     stats = RunStats()
     metrics = ServiceMetrics()
     metrics.model.info({"name": artifact.name, "version": artifact.version, "sha256": artifact.manifest["sha256"]})
-    exactly_once = config.processing.guarantee == "exactly_once"
-    producer = {**base, **kafka.producer}
-    if exactly_once:
-        producer["transactional.id"] = config.transactional_id
     sink = PredictionSink(producer)
     transactions = Transactions(sink) if exactly_once else None
     topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
-    source = KafkaSource({**base, **kafka.consumer, "group.id": kafka.group_id}, topics_in)
+    source = KafkaSource(consumer, topics_in)
     changelog = _changelog(config, processor) if config.state.changelog else None
     # exactly-once: checkpoints go in the batch's transaction, on its producer
     checkpoints = CheckpointDelivery(PredictionSink(producer)) if changelog is not None and not exactly_once else None
@@ -117,6 +121,20 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     return service
 
 
+def _check_cluster(config: ServiceConfig) -> None:
+    """A broker answers, and every input topic exists: else one line, before anything is created."""
+    kafka = config.kafka
+    existing = probe({"bootstrap.servers": kafka.bootstrap_servers, **admin_settings(kafka.producer)},
+                     kafka.connect_timeout_s)
+    wanted = [*kafka.input_topics, *([config.labels.topic] if config.labels.topic else [])]
+    missing = missing_topics(existing, wanted)
+    if missing:
+        raise ConfigError(f"input topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                          f"{'do' if len(missing) > 1 else 'does'} not exist on {kafka.bootstrap_servers}: create "
+                          f"{'them' if len(missing) > 1 else 'it'} (streamscore creates only the topics it "
+                          "writes), or fix kafka.input_topics / labels.topic")
+
+
 def _changelog(config: ServiceConfig, processor: BatchProcessor) -> Changelog:
     """The state changelog, its topic created (or checked) with one partition per input partition."""
     kafka, topic = config.kafka, config.state_topic
@@ -125,10 +143,8 @@ def _changelog(config: ServiceConfig, processor: BatchProcessor) -> Changelog:
     input_topic = kafka.input_topics[0]
     counts = partition_counts(admin, [input_topic, topic])
     wanted = counts.get(input_topic)
-    if wanted is None:
-        logger.warning("input topic %s does not exist yet: the state changelog %s is sized for "
-                       "kafka.topic_partitions = %d partitions", input_topic, topic, kafka.topic_partitions)
-        wanted = kafka.topic_partitions
+    if wanted is None:  # checked at start-up; deleted since
+        raise ConfigError(f"input topic {input_topic} does not exist on {kafka.bootstrap_servers}")
     if topic in counts:
         if counts[topic] != wanted:
             raise ConfigError(f"state changelog {topic} has {counts[topic]} partitions but {input_topic} has {wanted}: "

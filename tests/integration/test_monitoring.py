@@ -155,12 +155,16 @@ def test_prometheus_scrapes_counters_labels_and_health(
         assert query("streamscore_batch_size_count") == service.stats.batches
         assert query("streamscore_end_to_end_latency_seconds_count") == 3000
         assert query("sum(streamscore_consumer_lag)") == 0
+        # everything scored is committed: the committed lag of every input partition comes down to 0
+        wait_until(lambda: query(f'max(streamscore_consumer_committed_lag{{topic="{topic}"}})') == 0, 30,
+                   "the committed lag to reach 0")
+        assert query(f'count(streamscore_consumer_committed_lag{{topic="{topic}"}})') == 2
         assert query('streamscore_model_info{name="sensor-fault"}') == 1
         accuracy = query('streamscore_online_metric{metric="accuracy"}')
         assert accuracy is not None and 0.8 < accuracy <= 1.0
         assert query('streamscore_online_metric{metric="roc_auc"}') is not None
         # 3,000 cached (the limit is 5,000), 2,000 joined and gone, none evicted yet
-        assert query("streamscore_predictions_unlabelled") == 0
+        assert query("streamscore_predictions_unlabelled_total") == 0
         assert query("streamscore_label_cache_size") == 1000
     finally:
         service.stop()

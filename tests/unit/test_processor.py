@@ -11,7 +11,7 @@ from features import FeatureStore, compute_features
 from models import BatchScorer, ModelArtifact
 from schemas import load_schema
 from stream.avro.codec import AvroCodec, AvroEncoder
-from stream.config import ServiceConfig
+from stream.config import ServiceConfig, ValidationConfig
 from stream.pipeline.deadletter import HEADER_PREFIX
 from stream.pipeline.processor import BatchProcessor
 from stream.tools.generators import sensor_events
@@ -164,8 +164,8 @@ def test_oversized_and_out_of_range_records_are_dead_lettered(small_config: Serv
     values = [enc.encode(good[0]), enc.encode({**good[1], "temperature": 900.0}),
               enc.encode(good[2]) + b"\0" * 200, enc.encode(good[3])]
     processor = BatchProcessor(codec=AvroCodec(SCHEMA), store=FeatureStore(small_config.features), scorer=BatchScorer(small_model),
-                               encoder=AvroEncoder(OUT), key_field="sensor_id", time_field="ts", max_record_bytes=100,
-                               ranges={"temperature": [-40.0, 150.0]})
+                               encoder=AvroEncoder(OUT), key_field="sensor_id", time_field="ts",
+                               validation=ValidationConfig(max_record_bytes=100, ranges={"temperature": [-40.0, 150.0]}))
     result = processor.process([FakeMessage(v, 20 + i) for i, v in enumerate(values)])
     assert _scored_offsets(result) == [20, 23]
     by_offset = {int(dict(d.headers)[HEADER_PREFIX + "offset"]): dict(d.headers) for d in result.dead_letters}

@@ -1,0 +1,167 @@
+"""The Confluent wire format against a real Schema Registry (Apicurio's Confluent-compatible API).
+
+Evolution, refusal of an incompatible schema, unknown ids, and the registry
+killed mid-stream and back, with both outage policies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from confluent_kafka import Producer
+
+from models import ModelArtifact
+from schemas import load_schema
+from stream.avro.codec import AvroCodec, AvroEncoder
+from stream.kafka.registry import RegistrySchemaSource
+from stream.pipeline.deadletter import HEADER_PREFIX
+from stream.runtime.wiring import build_service
+from stream.tools.generators import sensor_events
+from tests.integration.helpers import ROOT, produce, read_topic, service_config, unique, wait_until
+from tests.integration.test_end_to_end import offline_scores
+
+pytestmark = pytest.mark.integration
+
+SENSOR = load_schema("sensor_reading")
+# v1: the sensor reading with an optional field; the reader of these tests
+V1 = {**SENSOR, "fields": [*SENSOR["fields"], {"name": "site", "type": ["null", "string"], "default": None}]}
+# v2: a new field with a default, and v1's optional site dropped (the v1 reader's default stands in)
+V2 = {**SENSOR, "fields": [*SENSOR["fields"], {"name": "firmware", "type": "string", "default": "?"}]}
+
+
+def _sources(records, codec: AvroCodec) -> dict[tuple[int, int], int]:
+    out: dict[tuple[int, int], int] = {}
+    for r in records:
+        p = codec.decode(r.value)
+        key = (p["source_partition"], p["source_offset"])
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_evolved_writers_are_read_by_the_v1_reader_and_an_unknown_id_is_dead_lettered(
+        kafka_bootstrap: str, schema_registry_url: str, small_model: ModelArtifact, tmp_path: Path) -> None:
+    reader = tmp_path / "sensor_v1.avsc"
+    reader.write_text(json.dumps(V1))
+    topic = unique("evolution")
+    source = RegistrySchemaSource(schema_registry_url)
+    id1 = source.register(f"{topic}-value", V1)
+    id2 = source.register(f"{topic}-value", V2)
+    assert id1 != id2
+    events = [r for r, _ in sensor_events(400, 10, seed=8)]
+    produce(kafka_bootstrap, topic, [{**e, "site": "north"} for e in events[:200]], partitions=1,
+            encoder=AvroEncoder(V1, "confluent", id1))
+    produce(kafka_bootstrap, topic, [{**e, "firmware": "2.0"} for e in events[200:]], partitions=1,
+            encoder=AvroEncoder(V2, "confluent", id2))
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, key=b"k", value=b"\x00" + (99_999).to_bytes(4, "big") + b"\x02a")
+    assert producer.flush(10) == 0
+    config = service_config(kafka_bootstrap, small_model.path, topic, codec__format="confluent",
+                            codec__schema_registry_url=schema_registry_url, codec__reader_schema=str(reader))
+
+    stats = build_service(config).run(max_events=401, idle_exit_seconds=30)
+
+    assert stats.predictions == 400 and stats.dead_letters == {"UnknownSchemaError": 1}
+    outputs = AvroCodec(load_schema("prediction"), "confluent", schema_source=source)
+    out = read_topic(kafka_bootstrap, config.kafka.output_topic, expected=400)
+    decoded = sorted((outputs.decode(r.value) for r in out), key=lambda d: d["source_offset"])
+    assert np.array_equal([d["score"] for d in decoded], offline_scores(small_model, config, events))
+    subject = json.loads(urllib.request.urlopen(f"{schema_registry_url}/subjects/{config.kafka.output_topic}-value/"
+                                                "versions/latest", timeout=10).read())
+    assert json.loads(subject["schema"])["name"] == load_schema("prediction")["name"]
+    (letter,) = read_topic(kafka_bootstrap, config.kafka.dead_letter_topic, expected=1)
+    assert letter.headers[HEADER_PREFIX + "exception"] == b"UnknownSchemaError"
+
+
+def test_an_incompatible_schema_is_refused_under_backward(schema_registry_url: str) -> None:
+    subject = unique("compat") + "-value"
+    source = RegistrySchemaSource(schema_registry_url)
+    source.register(subject, V1)
+    body = json.dumps({"compatibility": "BACKWARD"}).encode()
+    request = urllib.request.Request(f"{schema_registry_url}/config/{subject}", data=body, method="PUT",
+                                     headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+    urllib.request.urlopen(request, timeout=10).read()
+    # a new required field without a default: a v2 reader cannot read v1 data
+    incompatible = {**V1, "fields": [*V1["fields"], {"name": "site", "type": "string"}]}
+    from stream.exceptions import SchemaRegistryUnavailableError
+
+    with pytest.raises(SchemaRegistryUnavailableError, match="409"):
+        source.register(subject, incompatible)
+    assert source.register(subject, V2) > 0  # a compatible change is taken
+
+
+def _registry(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SCHEMA_REGISTRY_URL"}
+    return subprocess.run([str(ROOT / "scripts" / "local-registry"), *args], env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+@pytest.mark.parametrize("policy", ["pause", "dead_letter"])
+def test_the_registry_killed_mid_stream_then_back_loses_nothing(
+        kafka_bootstrap: str, schema_registry_url: str, small_model: ModelArtifact, policy: str) -> None:
+    if _registry("status").returncode != 0:
+        pytest.skip("the registry is not scripts/local-registry's: it cannot be killed from here")
+    topic = unique(f"registry-kill-{policy.replace('_', '-')}")
+    source = RegistrySchemaSource(schema_registry_url)
+    config = service_config(kafka_bootstrap, small_model.path, topic, codec__format="confluent",
+                            codec__schema_registry_url=schema_registry_url, batch__max_size=100,
+                            processing__registry_unavailable=policy, processing__registry_retry_s=1.0,
+                            state__changelog=False)
+    events = [r for r, _ in sensor_events(600, 10, seed=14)]
+    id1 = source.register(f"{topic}-value", SENSOR)
+    positions = produce(kafka_bootstrap, topic, events[:300], partitions=2,
+                        encoder=AvroEncoder(SENSOR, "confluent", id1))
+    service = build_service(config)
+    runner = threading.Thread(target=service.run, kwargs={"max_events": 600, "idle_exit_seconds": 60})
+    runner.start()
+    try:
+        wait_until(lambda: service.stats.predictions >= 300, 60, "the first 300 predictions")
+        # v2 is registered before the registry dies; the scorer meets its id only while the registry is away
+        id2 = source.register(f"{topic}-value", V2)
+        assert _registry("kill").returncode == 0
+        positions += produce(kafka_bootstrap, topic, [{**e, "firmware": "2"} for e in events[300:]], partitions=2,
+                             encoder=AvroEncoder(V2, "confluent", id2))
+        if policy == "pause":
+            wait_until(lambda: not service.readiness()["schema_registry_reachable"], 60, "/readyz to say why")
+            assert service.stats.predictions == 300 and not service.stats.dead_letters, "nothing moves while away"
+        else:
+            wait_until(lambda: sum(service.stats.dead_letters.values()) == 300, 60, "the v2 events dead-lettered")
+        # back, with its schemas: an in-memory registry is restored by registering them again in order
+        assert _registry("start").returncode == 0
+        _restore(source, [(f"{topic}-value", SENSOR), (f"{config.kafka.output_topic}-value", load_schema("prediction")),
+                          (f"{config.drift.topic}-value", load_schema("drift_event")), (f"{topic}-value", V2)],
+                 expected={id1: SENSOR, id2: V2})
+        runner.join(timeout=120)
+        assert not runner.is_alive()
+    finally:
+        service.stop()
+        runner.join(timeout=30)
+        if _registry("status").returncode != 0:
+            _registry("start")
+    outputs = AvroCodec(load_schema("prediction"), "confluent", schema_source=source)
+    if policy == "pause":
+        assert service.stats.predictions == 600 and not service.stats.dead_letters
+        sources = _sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=600), outputs)
+        assert set(sources) == set(positions) and max(sources.values()) == 1
+    else:
+        dead = read_topic(kafka_bootstrap, config.kafka.dead_letter_topic, expected=300)
+        assert {r.headers[HEADER_PREFIX + "exception"] for r in dead} == {b"SchemaUnavailableError"}
+        got = {(int(r.headers[HEADER_PREFIX + "partition"]), int(r.headers[HEADER_PREFIX + "offset"])) for r in dead}
+        got |= set(_sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=300), outputs))
+        assert got == set(positions) and service.stats.predictions + len(dead) == 600
+    assert service.readiness()["schema_registry_reachable"] is True
+
+
+def _restore(source: RegistrySchemaSource, schemas: list[tuple[str, dict[str, Any]]],
+             expected: dict[int, dict[str, Any]]) -> None:
+    for subject, schema in schemas:
+        source.register(subject, schema)
+    for schema_id, schema in expected.items():
+        assert json.loads(source.schema_text(schema_id))["fields"] == schema["fields"], "ids differ after restore"
