@@ -303,7 +303,7 @@ class ScoringService:
             first = {(self.state.input_topic, p): o for p, o in saved.items()}
             self.source.rewind(self.state.reset({**first, **_first_offsets(messages)}))
             return
-        for done in [p for p in self._refused if (p[0], p[1]) in result.next_offsets]:
+        for done in [p for p in self._refused if p[2] < result.next_offsets.get((p[0], p[1]), -1)]:
             del self._refused[done]  # committed: never read again
         self.stats.record_batch(result.consumed, result.model_seconds)
         latencies = self.stats.record_acks(result.predictions.event_times_ms, time.time())

@@ -6,9 +6,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -121,67 +120,6 @@ def _toml(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value)
-
-
-class SchemaRegistryStub:
-    """The Schema Registry REST calls streamscore makes (register, fetch by id), served on loopback.
-
-    Stands in for a registry only; the broker in these tests is always real.
-    """
-
-    def __init__(self) -> None:
-        self.schemas: dict[int, str] = {}
-        self.ids: dict[tuple[str, str], int] = {}
-        self.available = True  # False: every request answers 503, as a registry that is down behind a proxy
-        self.refused = 0  # requests answered 503
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: Mapping[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if not stub.available:
-                    stub.refused += 1
-                    self._send(503, {"error_code": 50301, "message": "unavailable"})
-                    return
-                parts = self.path.split("?")[0].strip("/").split("/")
-                if len(parts) == 3 and parts[:2] == ["schemas", "ids"] and int(parts[2]) in stub.schemas:
-                    self._send(200, {"schema": stub.schemas[int(parts[2])]})
-                else:
-                    self._send(404, {"error_code": 40403, "message": "Schema not found"})
-
-            def do_POST(self) -> None:
-                parts = self.path.split("?")[0].strip("/").split("/")
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if len(parts) == 3 and parts[0] == "subjects" and parts[2] == "versions":
-                    key = (parts[1], body["schema"])
-                    if key not in stub.ids:
-                        stub.ids[key] = len(stub.schemas) + 1
-                        stub.schemas[stub.ids[key]] = body["schema"]
-                    self._send(200, {"id": stub.ids[key]})
-                else:
-                    self._send(404, {"error_code": 404, "message": "not found"})
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SchemaRegistryStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:

@@ -16,14 +16,13 @@ from confluent_kafka import Consumer, TopicPartition
 from features import compute_features
 from models import BatchScorer, ModelArtifact
 from schemas import load_schema
-from stream.avro.codec import AvroCodec, AvroEncoder
+from stream.avro.codec import AvroCodec
 from stream.config import ServiceConfig
 from stream.pipeline.deadletter import HEADER_PREFIX
 from stream.runtime.wiring import build_service
 from stream.tools.generators import sensor_events
 from tests.integration.helpers import (
     ROOT,
-    SchemaRegistryStub,
     live_feed,
     produce,
     read_topic,
@@ -156,45 +155,6 @@ def test_cli_stops_on_sigterm_after_committing_what_it_produced(kafka_bootstrap:
     assert len(predictions) == sum(o + 1 for o in last.values()), "a gap or a repeat before the committed offsets"
     assert f'"predictions_out": {len(predictions)}' in out
     feeder.join()
-
-
-def test_confluent_wire_format_through_a_schema_registry(kafka_bootstrap: str, small_model: ModelArtifact) -> None:
-    topic = unique("confluent")
-    with SchemaRegistryStub() as registry:
-        config = service_config(
-            kafka_bootstrap, small_model.path, topic,
-            codec__format="confluent", codec__schema_registry_url=registry.url,
-        )
-        from stream.kafka.registry import RegistrySchemaSource
-
-        source = RegistrySchemaSource(registry.url)
-        # producers on an older schema version (no humidity default needed: same fields)
-        # and a newer one that added a field the reader does not know
-        v1 = load_schema("sensor_reading")
-        v2 = {**v1, "fields": [*v1["fields"], {"name": "firmware", "type": "string", "default": "?"}]}
-        id1 = source.register(f"{topic}-value", v1)
-        id2 = source.register(f"{topic}-value", v2)
-        assert id1 != id2
-        events = [r for r, _ in sensor_events(400, 10, seed=8)]
-        produce(kafka_bootstrap, topic, events[:200], partitions=1, encoder=AvroEncoder(v1, "confluent", id1))
-        produce(kafka_bootstrap, topic, [{**e, "firmware": "2.0"} for e in events[200:]], partitions=1,
-                encoder=AvroEncoder(v2, "confluent", id2))
-        from confluent_kafka import Producer
-
-        producer = Producer({"bootstrap.servers": kafka_bootstrap})
-        producer.produce(topic, key=b"k", value=b"\x00\x00\x00\x03\xe7" + b"\x02a")  # schema id 999
-        assert producer.flush(10) == 0
-
-        stats = build_service(config).run(max_events=401, idle_exit_seconds=30)
-
-        assert stats.predictions == 400 and stats.dead_letters == {"UnknownSchemaError": 1}
-        out = read_topic(kafka_bootstrap, config.kafka.output_topic, expected=400)
-        assert all(r.value[0] == 0 for r in out)
-        output_id = int.from_bytes(out[0].value[1:5], "big")
-        assert registry.schemas[output_id] and "Prediction" in registry.schemas[output_id]
-        decoded = [AvroCodec(load_schema("prediction"), "confluent", schema_source=source).decode(r.value) for r in out]
-        expected = offline_scores(small_model, config, events)
-        assert np.array_equal([d["score"] for d in sorted(decoded, key=lambda d: d["source_offset"])], expected)
 
 
 def test_cli_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Faults on a real broker: scorer kills, broker restarts, slow models, shutdown, an absent registry.
+"""Faults on a real broker: scorer kills, broker restarts, slow models, shutdown (the registry: test_registry.py).
 
 The kill and broker scenarios are stream/tools/chaos's (`make chaos` runs them
 too and writes bench/results/chaos.json).
@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 
@@ -20,15 +19,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from models import BatchScorer, ModelArtifact
 from schemas import load_schema
-from stream.avro.codec import AvroCodec, AvroEncoder
-from stream.kafka.registry import RegistrySchemaSource
-from stream.pipeline.deadletter import HEADER_PREFIX
+from stream.avro.codec import AvroCodec
 from stream.runtime.wiring import build_service
 from stream.tools.chaos import broker_scenario, kill_scenario
 from stream.tools.generators import sensor_events
 from tests.integration.helpers import (
     ROOT,
-    SchemaRegistryStub,
     live_feed,
     produce,
     read_topic,
@@ -159,56 +155,6 @@ def test_sigterm_in_exactly_once_mode_commits_the_batch_and_exits_0_in_time(
                                      isolation="read_committed"))
     assert len(everything) == len(events) and max(everything.values()) == 1
     assert set(positions) <= set(everything)
-
-
-@pytest.mark.parametrize("policy", ["pause", "dead_letter"])
-def test_an_unreachable_schema_registry_pauses_or_dead_letters_by_policy(
-        kafka_bootstrap: str, small_model: ModelArtifact, policy: str) -> None:
-    topic = unique(f"registry-{policy.replace('_', '-')}")
-    with SchemaRegistryStub() as registry:
-        config = service_config(kafka_bootstrap, small_model.path, topic, codec__format="confluent",
-                                codec__schema_registry_url=registry.url, batch__max_size=100,
-                                processing__registry_unavailable=policy, processing__registry_retry_s=1.0)
-        source = RegistrySchemaSource(registry.url)
-        schema = load_schema("sensor_reading")
-        schema_id = source.register(f"{topic}-value", schema)
-        events = [r for r, _ in sensor_events(300, 10, seed=14)]
-        positions = produce(kafka_bootstrap, topic, events, partitions=2,
-                            encoder=AvroEncoder(schema, "confluent", schema_id))
-        service = build_service(config)  # registers its output schema while the registry is up
-        registry.available = False
-        runner = threading.Thread(target=service.run, kwargs={"max_events": 300, "idle_exit_seconds": 30})
-        runner.start()
-        def reacted() -> bool:  # the scorer gave up on the registry: paused, or dead-lettered
-            if policy == "pause":
-                return service.readiness()["schema_registry_reachable"] is False
-            return bool(service.stats.dead_letters)
-
-        wait_until(reacted, 60, f"the scorer to {policy.replace('_', ' ')}", every_s=0.1)
-        assert registry.refused > 0
-        if policy == "pause":
-            refused = registry.refused
-            wait_until(lambda: registry.refused > refused, 30, "a retry of the paused batch", every_s=0.1)
-            assert service.stats.predictions == 0 and not service.stats.dead_letters, "nothing moves while paused"
-        registry.available = True
-        runner.join(timeout=120)
-        assert not runner.is_alive()
-
-        outputs = AvroCodec(load_schema("prediction"), "confluent", schema_source=source)
-        if policy == "pause":
-            assert service.stats.predictions == 300 and not service.stats.dead_letters
-            sources = _sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=300), outputs)
-            assert set(sources) == set(positions) and max(sources.values()) == 1
-        else:
-            dead = read_topic(kafka_bootstrap, config.kafka.dead_letter_topic, expected=1)
-            assert dead and all(r.headers[HEADER_PREFIX + "exception"] == b"SchemaUnavailableError" for r in dead)
-            assert b"unreachable" in dead[0].headers[HEADER_PREFIX + "message"]
-            scored = service.stats.predictions
-            assert scored + len(dead) == 300, "every record is scored or dead-lettered, none lost"
-            got = {(int(r.headers[HEADER_PREFIX + "partition"]), int(r.headers[HEADER_PREFIX + "offset"])) for r in dead}
-            got |= set(_sources(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=scored), outputs))
-            assert got == set(positions)
-        assert service.readiness()["schema_registry_reachable"] is True
 
 
 def test_workers_share_the_partitions_of_one_group(kafka_bootstrap: str, small_model: ModelArtifact) -> None:

@@ -7,6 +7,7 @@ killed mid-stream and back, with both outage policies.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -89,7 +90,7 @@ def test_an_incompatible_schema_is_refused_under_backward(schema_registry_url: s
                                      headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
     urllib.request.urlopen(request, timeout=10).read()
     # a new required field without a default: a v2 reader cannot read v1 data
-    incompatible = {**V1, "fields": [*V1["fields"], {"name": "site", "type": "string"}]}
+    incompatible = {**V1, "fields": [*V1["fields"], {"name": "region", "type": "string"}]}
     from stream.exceptions import SchemaRegistryUnavailableError
 
     with pytest.raises(SchemaRegistryUnavailableError, match="409"):
@@ -110,10 +111,13 @@ def test_the_registry_killed_mid_stream_then_back_loses_nothing(
         pytest.skip("the registry is not scripts/local-registry's: it cannot be killed from here")
     topic = unique(f"registry-kill-{policy.replace('_', '-')}")
     source = RegistrySchemaSource(schema_registry_url)
+    # pause: each retry waits 10 s, so the registry can be back and restored between two retries
     config = service_config(kafka_bootstrap, small_model.path, topic, codec__format="confluent",
                             codec__schema_registry_url=schema_registry_url, batch__max_size=100,
-                            processing__registry_unavailable=policy, processing__registry_retry_s=1.0,
+                            processing__registry_unavailable=policy, processing__registry_retry_s=10.0,
                             state__changelog=False)
+    paused = _PauseWatch()
+    logging.getLogger("stream.runtime.service").addHandler(paused)
     events = [r for r, _ in sensor_events(600, 10, seed=14)]
     id1 = source.register(f"{topic}-value", SENSOR)
     positions = produce(kafka_bootstrap, topic, events[:300], partitions=2,
@@ -125,22 +129,25 @@ def test_the_registry_killed_mid_stream_then_back_loses_nothing(
         wait_until(lambda: service.stats.predictions >= 300, 60, "the first 300 predictions")
         # v2 is registered before the registry dies; the scorer meets its id only while the registry is away
         id2 = source.register(f"{topic}-value", V2)
+        backup = _backup(schema_registry_url)
         assert _registry("kill").returncode == 0
         positions += produce(kafka_bootstrap, topic, [{**e, "firmware": "2"} for e in events[300:]], partitions=2,
                              encoder=AvroEncoder(V2, "confluent", id2))
         if policy == "pause":
-            wait_until(lambda: not service.readiness()["schema_registry_reachable"], 60, "/readyz to say why")
+            paused.clear()
+            assert paused.wait(60), "the scorer did not pause"
+            assert not service.readiness()["schema_registry_reachable"], "/readyz says why"
             assert service.stats.predictions == 300 and not service.stats.dead_letters, "nothing moves while away"
         else:
             wait_until(lambda: sum(service.stats.dead_letters.values()) == 300, 60, "the v2 events dead-lettered")
-        # back, with its schemas: an in-memory registry is restored by registering them again in order
+        # back, with its schemas: an in-memory registry is restored by registering them again in id order
         assert _registry("start").returncode == 0
-        _restore(source, [(f"{topic}-value", SENSOR), (f"{config.kafka.output_topic}-value", load_schema("prediction")),
-                          (f"{config.drift.topic}-value", load_schema("drift_event")), (f"{topic}-value", V2)],
-                 expected={id1: SENSOR, id2: V2})
+        _restore(source, backup)
+        assert json.loads(source.schema_text(id2))["fields"] == V2["fields"], "ids differ after restore"
         runner.join(timeout=120)
         assert not runner.is_alive()
     finally:
+        logging.getLogger("stream.runtime.service").removeHandler(paused)
         service.stop()
         runner.join(timeout=30)
         if _registry("status").returncode != 0:
@@ -159,9 +166,38 @@ def test_the_registry_killed_mid_stream_then_back_loses_nothing(
     assert service.readiness()["schema_registry_reachable"] is True
 
 
-def _restore(source: RegistrySchemaSource, schemas: list[tuple[str, dict[str, Any]]],
-             expected: dict[int, dict[str, Any]]) -> None:
-    for subject, schema in schemas:
-        source.register(subject, schema)
-    for schema_id, schema in expected.items():
-        assert json.loads(source.schema_text(schema_id))["fields"] == schema["fields"], "ids differ after restore"
+class _PauseWatch(logging.Handler):
+    """Set when the scorer starts a pause for the registry (it then leaves the registry alone that long)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "pausing for" in record.getMessage():
+            self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._event.wait(timeout_s)
+
+
+def _get(url: str) -> Any:
+    return json.loads(urllib.request.urlopen(url, timeout=10).read())
+
+
+def _backup(url: str) -> list[tuple[int, str, str]]:
+    """Every (id, subject, schema) the registry holds, in id order."""
+    found = {}
+    for subject in _get(f"{url}/subjects"):
+        for version in _get(f"{url}/subjects/{subject}/versions"):
+            entry = _get(f"{url}/subjects/{subject}/versions/{version}")
+            found.setdefault(entry["id"], (entry["id"], subject, entry["schema"]))
+    return [found[i] for i in sorted(found)]
+
+
+def _restore(source: RegistrySchemaSource, backup: list[tuple[int, str, str]]) -> None:
+    for schema_id, subject, schema in backup:
+        assert source.register(subject, json.loads(schema)) == schema_id, "the registry gave another id"
