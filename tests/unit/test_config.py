@@ -175,3 +175,22 @@ def test_run_flags_win_over_the_environment_and_the_file() -> None:
 def test_simulator_kind_is_checked_at_start_up() -> None:
     with pytest.raises(ConfigError, match=r"simulator\.kind must be one of"):
         load_config(SENSOR, {"STREAMSCORE_SIMULATOR__KIND": "sp500"})
+
+
+def test_an_environment_override_is_named_as_such_in_errors() -> None:
+    with pytest.raises(ConfigError) as unknown:
+        load_config(SENSOR, {"STREAMSCORE_BATCH__MAX_SIZ": "5"})
+    assert str(unknown.value).startswith("unknown key 'batch.max_siz' from environment variable "
+                                         "STREAMSCORE_BATCH__MAX_SIZ;")
+    with pytest.raises(ConfigError) as wrong:
+        load_config(SENSOR, {"STREAMSCORE_BATCH__MAX_SIZE": "lots"})
+    assert str(wrong.value) == ('batch.max_size must be int, got "lots" '
+                                "(from environment variable STREAMSCORE_BATCH__MAX_SIZE)")
+
+
+def test_a_wrong_value_in_the_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SENSOR.read_text().replace("max_wait_ms = 50", 'max_wait_ms = "soon"', 1))
+    with pytest.raises(ConfigError) as wrong:
+        load_config(bad, {})
+    assert str(wrong.value) == f'batch.max_wait_ms must be int, got "soon" (in {bad})'

@@ -166,3 +166,24 @@ def test_registry_credentials_reach_no_log_line_error_or_repr(caplog: pytest.Log
         text += caplog.text + str(raised.value) + repr(source)
     assert "127.0.0.1:1" in text and "attempt 2/2" in text
     assert "s3cret" not in text and "hunter2" not in text and "alice" not in text
+
+
+def test_a_prediction_that_cannot_be_encoded_becomes_a_dead_letter_and_the_rest_go_on(
+        small_config: ServiceConfig, small_model: ModelArtifact) -> None:
+    # an output schema whose key is an enum: a prediction for any other key cannot be written
+    out = {**OUT, "fields": [{**f, "type": {"type": "enum", "name": "Known", "symbols": ["s1"]}}
+                             if f["name"] == "key" else f for f in OUT["fields"]]}
+    proc = BatchProcessor(codec=AvroCodec(SCHEMA), store=FeatureStore(small_config.features),
+                          scorer=BatchScorer(small_model), encoder=AvroEncoder(out), key_field="sensor_id",
+                          time_field="ts")
+    enc = AvroEncoder(SCHEMA)
+    now = int(time.time() * 1000)
+    messages = [Message(enc.encode({**GOOD, "sensor_id": key, "ts": now}), i)
+                for i, key in enumerate(["s1", "s2", "s1"])]
+    result = proc.process(messages)
+    assert result.predictions.rows.tolist() == [0, 2]
+    (letter,) = result.dead_letters
+    h = headers_of(letter)
+    assert letter.reason == "OutputRejectedError" and h[HEADER_PREFIX + "offset"] == b"1"
+    assert h[HEADER_PREFIX + "stage"] == b"produce" and b"cannot be encoded" in h[HEADER_PREFIX + "message"]
+    assert letter.value == messages[1].value()  # a record refused for its output keeps its value
