@@ -141,25 +141,15 @@ class KafkaSource:
             # last committed offsets, so outputs may repeat but none are lost.
             logger.warning("commit of %s failed (outputs may be produced again): %s", next_offsets, exc)
 
-    def committed_lag(self, timeout_s: float) -> Offsets:
-        """Messages between the group's committed offset and the high watermark, per assigned partition.
-
-        Asks the group coordinator (safe from another thread); a partition with
-        no committed offset counts from its low watermark. Empty if it does not answer.
-        """
-        tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
-        if not tps:
-            return {}
-        try:
-            committed = self._consumer.committed(tps, timeout=timeout_s)
-        except KafkaException:
-            return {}
+    def committed_lag(self, committed: Mapping[TP, int]) -> Offsets:
+        """Messages between ``committed`` (the group's offsets) and the cached high watermark, per assigned
+        partition; a partition with no committed offset counts from its low watermark."""
         out = {}
-        for tp in committed:
-            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+        for topic, partition in sorted(self.assigned):
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             if high >= 0:
-                start = tp.offset if tp.offset >= 0 else max(low, 0)
-                out[(tp.topic, tp.partition)] = max(0, high - start)
+                start = committed.get((topic, partition), max(low, 0))
+                out[(topic, partition)] = max(0, high - start)
         return out
 
     def lag(self) -> Offsets:

@@ -27,6 +27,7 @@ from confluent_kafka import Message
 from stream.avro.codec import AvroEncoder
 from stream.config import ServiceConfig
 from stream.exceptions import DeliveryError, SchemaRegistryUnavailableError, StreamError
+from stream.kafka.admin import GroupOffsets
 from stream.kafka.sink import PredictionSink
 from stream.kafka.source import KafkaSource, position
 from stream.kafka.transactions import TransactionAbortedError, Transactions, TransactionStuckError
@@ -82,6 +83,8 @@ class ScoringService:
         self.drift_encoder = drift_encoder
         self.transactions = transactions  # exactly-once mode when set
         self.health: HealthServer | None = None
+        self.group_offsets: GroupOffsets | None = None  # the committed lag's source
+        self._group_committed: Offsets = {}  # the group's committed offsets, as last read (by the broker check)
         self.thread_limits: object | None = None  # the model's thread limits hold while this handle lives
         self._stopping = False
         self._stopped = threading.Event()
@@ -375,13 +378,12 @@ class ScoringService:
         self.transactions.init()
 
     def _watch_broker(self) -> None:
-        """Off the loop: whether the broker answers (for /readyz), and the committed lag (a coordinator request)."""
+        """Off the loop: whether the broker answers (for /readyz), and the group's committed offsets."""
         topic = self.config.kafka.input_topics[0]
         while not self._stopped.is_set():
             self._broker_ok = self.sink.reachable(topic, timeout_s=1.0)
-            if self._broker_ok:
-                for (t, partition), lag in self.source.committed_lag(timeout_s=1.0).items():
-                    self.metrics.committed_lag.labels(t, str(partition)).set(lag)
+            if self._broker_ok and self.group_offsets is not None:
+                self._group_committed = self.group_offsets.committed(timeout_s=1.0)
             self._stopped.wait(BROKER_CHECK_EVERY_S)
 
     def _update_lag(self) -> None:
@@ -391,6 +393,9 @@ class ScoringService:
         self._lag_updated = now
         for (topic, partition), lag in self.source.lag().items():
             self.metrics.lag.labels(topic, str(partition)).set(lag)
+        # the consumer is not to be called from another thread: it waits for this loop's poll
+        for (topic, partition), lag in self.source.committed_lag(self._group_committed).items():
+            self.metrics.committed_lag.labels(topic, str(partition)).set(lag)
 
 
 def _first_offsets(messages: Sequence[Message]) -> Offsets:

@@ -177,6 +177,8 @@ def test_a_taken_metrics_port_is_a_clear_start_up_error(kafka_bootstrap: str, sm
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = service_config(kafka_bootstrap, small_model.path, unique("port"), metrics__port=port)
+        topic = unique("port")
+        produce(kafka_bootstrap, topic, [], partitions=1)  # the input topic exists: the port is what fails
+        config = service_config(kafka_bootstrap, small_model.path, topic, metrics__port=port)
         with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             build_service(config)
