@@ -4,16 +4,20 @@ This package never imports ``stream`` or ``confluent_kafka``.
 """
 
 from models.artifact import ModelArtifact
-from models.exceptions import ModelError, ModelLoadError, TrainingError
+from models.exceptions import ModelError, ModelLoadError, ModelStoreError, TrainingError
 from models.scorer import BatchScorer, Scores
+from models.store import LocalModelStore, StoredVersion
 from models.training import TrainedModel, train_model
 
 __all__ = [
     "BatchScorer",
+    "LocalModelStore",
     "ModelArtifact",
     "ModelError",
     "ModelLoadError",
+    "ModelStoreError",
     "Scores",
+    "StoredVersion",
     "TrainedModel",
     "TrainingError",
     "train_model",

@@ -1,4 +1,4 @@
-"""The ``streamscore`` command: run, train, simulate.
+"""The ``streamscore`` command: run, train, simulate, models.
 
 Exit codes: 0 done (also after SIGTERM/SIGINT), 1 a fatal error while
 running (nothing uncommitted is lost: it is read again on restart), 2 a bad
@@ -207,6 +207,34 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     return EXIT_OK
 
 
+def _models(args: argparse.Namespace, _config: ServiceConfig | None) -> int:
+    """``streamscore models ...``: versions and aliases in a model store."""
+    from models import LocalModelStore
+
+    store = LocalModelStore(args.store)
+    if args.action == "list":
+        names = [args.model] if args.model else store.models()
+        for name in names:
+            aliases: dict[str, list[str]] = {}
+            for alias, version in store.aliases(name).items():
+                aliases.setdefault(version, []).append(alias)
+            for v in store.versions(name):
+                shown = ", ".join(sorted(aliases.get(v.version, [])))
+                print(f"{name}\t{v.version}\t{str(v.manifest.get('sha256', ''))[:12]}\t{shown}")
+        return EXIT_OK
+    if args.action == "register":
+        stored = store.register(args.model, Path(args.path), args.version)
+    elif args.action == "alias":
+        stored = store.set_alias(args.model, args.alias, args.version)
+    elif args.action == "promote":
+        stored = store.promote(args.model, args.source, args.target)
+    else:
+        stored = store.rollback(args.model, args.alias)
+    print(json.dumps({"model": stored.model, "version": stored.version, "path": str(stored.path),
+                      "aliases": store.aliases(stored.model)}), flush=True)
+    return EXIT_OK
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -269,6 +297,28 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--bad-every", type=int, default=0, help="replace every Nth event by bytes that are not Avro")
     sim.add_argument("--bootstrap-servers")
     sim.set_defaults(func=_simulate)
+
+    models = sub.add_parser("models", help="versions and aliases in a model store")
+    models.add_argument("--store", default="artifacts/store", help="the store's folder (default artifacts/store)")
+    actions = models.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every version, its sha256 and its aliases")
+    listing.add_argument("model", nargs="?", help="one model only")
+    register = actions.add_parser("register", help="copy an artifact in as a new, immutable version")
+    register.add_argument("model")
+    register.add_argument("path", help="an artifact folder (streamscore train --out)")
+    register.add_argument("--version", help="the version's name (default: the next number)")
+    alias = actions.add_parser("alias", help="point an alias at a version")
+    alias.add_argument("model")
+    alias.add_argument("alias")
+    alias.add_argument("version")
+    promote = actions.add_parser("promote", help="point the champion alias at the challenger's version")
+    promote.add_argument("model")
+    promote.add_argument("--source", default="challenger")
+    promote.add_argument("--target", default="champion")
+    rollback = actions.add_parser("rollback", help="point an alias back at the version it named before")
+    rollback.add_argument("model")
+    rollback.add_argument("alias", nargs="?", default="champion")
+    models.set_defaults(func=_models, config=None)
     return parser
 
 

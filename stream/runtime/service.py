@@ -334,6 +334,9 @@ class ScoringService:
         for where, why in rerouted.inputs.items():
             logger.warning("input %s[%d]@%d: %s; it goes to the dead-letter topic", *where, why)
         for r in rerouted.dropped:
+            if r.topic == self.config.state_topic:  # the batch cannot go without it: sent again, refused again
+                raise DeliveryError(f"a state checkpoint record ({len(r.value or b''):,} bytes) was {r.reason}: "
+                                    f"raise max.message.bytes of {r.topic} and the producer's message.max.bytes")
             logger.error("output to %s %s: it is lost", r.topic, r.reason)
         for topic in [r.topic for r in rerouted.dropped] + [kafka.dead_letter_topic] * len(rerouted.dead_letters):
             self.metrics.outputs_refused.labels(topic).inc()
