@@ -164,15 +164,7 @@ class LocalModelStore:
 
     def _aliases(self, model: str) -> dict[str, dict[str, Any]]:
         path = self._model_folder(model) / ALIASES_FILE
-        if not path.exists():
-            return {}
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelStoreError(f"cannot read {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ModelStoreError(f"{path} is not a JSON object")
-        return data
+        return _json_object(path) if path.exists() else {}
 
     def _write_aliases(self, model: str, entries: dict[str, dict[str, Any]]) -> None:
         folder = self._model_folder(model)
@@ -189,13 +181,18 @@ def _manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST_FILE
     if not (folder / MODEL_FILE).is_file() or not path.is_file():
         raise ModelStoreError(f"{folder} is not a model artifact: it needs {MODEL_FILE} and {MANIFEST_FILE}")
+    return _json_object(path)
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ModelStoreError if it cannot be read or is not an object."""
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelStoreError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(manifest, dict):
+    if not isinstance(data, dict):
         raise ModelStoreError(f"{path} is not a JSON object")
-    return manifest
+    return data
 
 
 def _check_name(name: str, what: str) -> None:
