@@ -16,7 +16,7 @@ def compose() -> dict:
 
 
 def test_services_are_defined() -> None:
-    assert set(compose()["services"]) == {"kafka", "schema-registry", "scorer", "simulator"}
+    assert set(compose()["services"]) == {"kafka", "schema-registry", "topics", "scorer", "simulator"}
 
 
 def test_scorer_gets_a_valid_config_pointing_at_the_compose_broker_and_registry() -> None:
