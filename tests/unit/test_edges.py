@@ -187,3 +187,20 @@ def test_a_prediction_that_cannot_be_encoded_becomes_a_dead_letter_and_the_rest_
     assert letter.reason == "OutputRejectedError" and h[HEADER_PREFIX + "offset"] == b"1"
     assert h[HEADER_PREFIX + "stage"] == b"produce" and b"cannot be encoded" in h[HEADER_PREFIX + "message"]
     assert letter.value == messages[1].value()  # a record refused for its output keeps its value
+
+
+def test_a_prediction_larger_than_the_producer_sends_becomes_a_dead_letter(
+        small_config: ServiceConfig, small_model: ModelArtifact) -> None:
+    proc = BatchProcessor(codec=AvroCodec(SCHEMA), store=FeatureStore(small_config.features),
+                          scorer=BatchScorer(small_model), encoder=AvroEncoder(OUT), key_field="sensor_id",
+                          time_field="ts", max_output_bytes=1_200)
+    enc = AvroEncoder(SCHEMA)
+    now = int(time.time() * 1000)
+    keys = ["s-1", "k" * 800, "s-2"]  # the middle prediction is over 1,200 - 512 bytes of room
+    result = proc.process([Message(enc.encode({**GOOD, "sensor_id": k, "ts": now}), i) for i, k in enumerate(keys)])
+    assert result.predictions.rows.tolist() == [0, 2]
+    (letter,) = result.dead_letters
+    h = headers_of(letter)
+    assert letter.reason == "OutputRejectedError" and h[HEADER_PREFIX + "offset"] == b"1"
+    assert b"over the producer's message.max.bytes (1,200)" in h[HEADER_PREFIX + "message"]
+    assert record_size(letter.key, letter.value, letter.headers) <= 1_200
