@@ -170,6 +170,14 @@ class ScoringService:
         resources.callback(self.source.close)
         resources.callback(self.state.close)
         resources.callback(lambda: self.sink.close())  # the sink in use then: a stuck one is replaced
+        # Start-up leaves millions of long-lived objects (model, compiled kernels,
+        # libraries); a full cyclic collection over them stalled the loop for
+        # ~120 ms every few seconds. Frozen, they are never scanned again. Done
+        # before any other thread calls into librdkafka: a client freed by a
+        # collection while another thread is inside librdkafka can crash
+        # (confluent-kafka-python#1761).
+        gc.collect()
+        gc.freeze()
         if self.health is not None:
             self.health.start()
             resources.callback(self.health.stop)
@@ -179,11 +187,6 @@ class ScoringService:
         if self.transactions is not None:
             self.transactions.init()
             resources.callback(self._abort_open_transaction)
-        # Start-up leaves millions of long-lived objects (model, compiled kernels,
-        # libraries); a full cyclic collection over them stalled the loop for
-        # ~120 ms every few seconds. Frozen, they are never scanned again.
-        gc.collect()
-        gc.freeze()
         self.source.before_revoke = self._hand_over
         if self.state.changelog is not None:
             self.source.on_assigned = self.state.on_assigned

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from models import ModelArtifact
@@ -64,8 +64,9 @@ def test_oversized_records_never_stop_the_partition_and_a_restart_finds_nothing_
     produce_raw(kafka_bootstrap, topic, values)
     env = service_environ(kafka_bootstrap, small_model.path, topic, state__changelog=False)
 
-    first = run_cli(env, "--idle-exit-seconds", "3")
+    first = run_cli(env, "--max-events", "202", "--idle-exit-seconds", "60")
     assert first.returncode == 0, first.stderr[-3000:]
+    assert '"events_in": 202' in first.stdout
     predictions = read_topic(kafka_bootstrap, topic + "-predictions", expected=200)
     letters = read_topic(kafka_bootstrap, topic + "-dlq", expected=2)
     assert sorted(PREDICTION.decode(p.value)["source_offset"] for p in predictions) == \
@@ -79,7 +80,10 @@ def test_oversized_records_never_stop_the_partition_and_a_restart_finds_nothing_
     assert len(big.value) == 524_288 and big.value == huge_value[:524_288]
     assert by_offset[101].headers[HEADER_PREFIX + "exception"] == b"KeyTooLongError"
 
-    again = run_cli(env, "--idle-exit-seconds", "3")  # the same input: everything was committed
+    committed = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": env["STREAMSCORE_KAFKA__GROUP_ID"]})
+    assert [tp.offset for tp in committed.committed([TopicPartition(topic, 0)], timeout=10)] == [202]
+    committed.close()
+    again = run_cli(env, "--idle-exit-seconds", "5")  # the same input: everything was committed
     assert again.returncode == 0, again.stderr[-3000:]
     assert '"events_in": 0' in again.stdout
     assert len(read_topic(kafka_bootstrap, topic + "-predictions", expected=200, timeout_s=5)) == 200
