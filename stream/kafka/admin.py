@@ -6,13 +6,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream.exceptions import StreamError
-from stream.types import Offsets
 
-__all__ = ["GroupOffsets", "admin_settings", "ensure_topics", "partition_counts"]
+__all__ = ["admin_settings", "ensure_topics", "partition_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,25 +68,3 @@ def _topics(admin: AdminClient, settings: Mapping[str, Any]) -> dict[str, Any]:
     except KafkaException as exc:
         raise StreamError(f"cannot list topics on {settings.get('bootstrap.servers')}: {exc}") from exc
 
-
-class GroupOffsets:
-    """A consumer group's committed offsets, asked of the coordinator by an admin client of their own.
-
-    Not the scoring consumer's ``committed()``: called from another thread,
-    that one waits for the consumer's own poll loop and stalls its caller.
-    """
-
-    def __init__(self, settings: Mapping[str, Any], group_id: str) -> None:
-        self._admin = AdminClient(dict(settings))
-        self.group_id = group_id
-
-    def committed(self, timeout_s: float) -> Offsets:
-        """(topic, partition) -> committed offset; empty when the coordinator does not answer in time."""
-        request = [ConsumerGroupTopicPartitions(self.group_id)]
-        try:
-            result = self._admin.list_consumer_group_offsets(request, request_timeout=timeout_s)
-            group = result[self.group_id].result(timeout=timeout_s)
-        except Exception as exc:
-            logger.debug("committed offsets of %s not read: %s", self.group_id, exc)
-            return {}
-        return {(tp.topic, tp.partition): tp.offset for tp in group.topic_partitions or [] if tp.offset >= 0}

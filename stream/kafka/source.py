@@ -51,6 +51,9 @@ class KafkaSource:
         self.assigned: set[TP] = set()
         # (topic, partition) -> offset sent for commit, not yet confirmed
         self._pending: Offsets = {}
+        # (topic, partition) -> the group's committed offset, as last known here (fetched at
+        # assignment, or confirmed since): for the committed lag, without asking the coordinator
+        self.committed_offsets: Offsets = {}
         # Called first thing at revoke: the service completes its batch in flight there.
         self.before_revoke: Callable[[], None] | None = None
         # Called at assignment with each new partition's committed offset (None:
@@ -130,6 +133,7 @@ class KafkaSource:
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
+            self.committed_offsets.update(next_offsets)
             for tp, o in next_offsets.items():
                 if self._pending.get(tp) == o:
                     del self._pending[tp]
@@ -141,15 +145,17 @@ class KafkaSource:
             # last committed offsets, so outputs may repeat but none are lost.
             logger.warning("commit of %s failed (outputs may be produced again): %s", next_offsets, exc)
 
-    def committed_lag(self, committed: Mapping[TP, int]) -> Offsets:
-        """Messages between ``committed`` (the group's offsets) and the cached high watermark, per assigned
-        partition; a partition with no committed offset counts from its low watermark."""
+    def committed_lag(self) -> Offsets:
+        """Messages between the group's committed offset and the cached high watermark, per assigned partition
+        whose committed offset is known here (fetched at assignment, or committed since)."""
         out = {}
-        for topic, partition in sorted(self.assigned):
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        for tp in sorted(self.assigned):
+            committed = self.committed_offsets.get(tp)
+            if committed is None:
+                continue
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             if high >= 0:
-                start = committed.get((topic, partition), max(low, 0))
-                out[(topic, partition)] = max(0, high - start)
+                out[tp] = max(0, high - committed)
         return out
 
     def lag(self) -> Offsets:
@@ -213,6 +219,7 @@ class KafkaSource:
         except KafkaException as exc:
             raise StateRestoreError(f"could not fetch the committed offsets of {_names(partitions)} within "
                                     f"{self.committed_timeout_s:.0f}s (state.restore_timeout_s): {exc}") from exc
+        self.committed_offsets.update({(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0})
         starts = self.on_assigned({(tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None
                                    for tp in committed})
         for tp in partitions:
@@ -250,6 +257,8 @@ class KafkaSource:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
         self.assigned -= lost
+        for tp in lost:
+            self.committed_offsets.pop(tp, None)
         logger.warning("lost %s (their uncommitted outputs will be produced again by the new owner)", _names(partitions))
         if self.on_revoked is not None:
             self.on_revoked(lost)
@@ -260,8 +269,10 @@ class KafkaSource:
             return
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            if tp.error is None and self._pending.get(key) == tp.offset:
-                del self._pending[key]
+            if tp.error is None:
+                self.committed_offsets[key] = tp.offset
+                if self._pending.get(key) == tp.offset:
+                    del self._pending[key]
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

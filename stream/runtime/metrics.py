@@ -40,8 +40,8 @@ class ServiceMetrics:
                                       "Event time to prediction acknowledged by the broker",
                                       LATENCY_BUCKETS, registry=r)
         self.committed_lag = Gauge(
-            "streamscore_consumer_committed_lag", "Messages between the group's committed offset and the high "
-            "watermark: what a restart would read again or for the first time", ["topic", "partition"], registry=r)
+            "streamscore_consumer_committed_lag", "Messages between the group's committed offset (as of assignment "
+            "and the commits since) and the high watermark: what a restart would read again", ["topic", "partition"], registry=r)
         self.lag = Gauge("streamscore_consumer_lag", "Messages between the consumer's read position and the high "
                          "watermark (read ahead of the commit, so it can be 0 while committed_lag is not)",
                          ["topic", "partition"], registry=r)

@@ -27,7 +27,6 @@ from confluent_kafka import Message
 from stream.avro.codec import AvroEncoder
 from stream.config import ServiceConfig
 from stream.exceptions import DeliveryError, SchemaRegistryUnavailableError, StreamError
-from stream.kafka.admin import GroupOffsets
 from stream.kafka.sink import PredictionSink
 from stream.kafka.source import KafkaSource, position
 from stream.kafka.transactions import TransactionAbortedError, Transactions, TransactionStuckError
@@ -83,8 +82,6 @@ class ScoringService:
         self.drift_encoder = drift_encoder
         self.transactions = transactions  # exactly-once mode when set
         self.health: HealthServer | None = None
-        self.group_offsets: GroupOffsets | None = None  # the committed lag's source
-        self._group_committed: Offsets = {}  # the group's committed offsets, as last read (by the broker check)
         self.thread_limits: object | None = None  # the model's thread limits hold while this handle lives
         self._stopping = False
         self._stopped = threading.Event()
@@ -309,6 +306,7 @@ class ScoringService:
             first = {(self.state.input_topic, p): o for p, o in saved.items()}
             self.source.rewind(self.state.reset({**first, **_first_offsets(messages)}))
             return
+        self.source.committed_offsets.update(result.next_offsets)  # the transaction committed them
         for done in [p for p in self._refused if p[2] < result.next_offsets.get((p[0], p[1]), -1)]:
             del self._refused[done]  # committed: never read again
         self.stats.record_batch(result.consumed, result.model_seconds)
@@ -384,12 +382,10 @@ class ScoringService:
         self.transactions.init()
 
     def _watch_broker(self) -> None:
-        """Off the loop: whether the broker answers (for /readyz), and the group's committed offsets."""
+        """Off the loop: whether the broker answers, for /readyz."""
         topic = self.config.kafka.input_topics[0]
         while not self._stopped.is_set():
             self._broker_ok = self.sink.reachable(topic, timeout_s=1.0)
-            if self._broker_ok and self.group_offsets is not None:
-                self._group_committed = self.group_offsets.committed(timeout_s=1.0)
             self._stopped.wait(BROKER_CHECK_EVERY_S)
 
     def _update_lag(self) -> None:
@@ -399,8 +395,7 @@ class ScoringService:
         self._lag_updated = now
         for (topic, partition), lag in self.source.lag().items():
             self.metrics.lag.labels(topic, str(partition)).set(lag)
-        # the consumer is not to be called from another thread: it waits for this loop's poll
-        for (topic, partition), lag in self.source.committed_lag(self._group_committed).items():
+        for (topic, partition), lag in self.source.committed_lag().items():
             self.metrics.committed_lag.labels(topic, str(partition)).set(lag)
 
 

@@ -13,7 +13,7 @@ from models.scorer import limit_model_threads
 from stream.avro.codec import AvroCodec, AvroEncoder, SchemaSource
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError
-from stream.kafka.admin import GroupOffsets, admin_settings, ensure_topics, partition_counts
+from stream.kafka.admin import admin_settings, ensure_topics, partition_counts
 from stream.kafka.cluster import check_settings, missing_topics, probe
 from stream.kafka.registry import RegistrySchemaSource
 from stream.kafka.sink import PredictionSink
@@ -108,7 +108,6 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         drift_encoder=drift_encoder, transactions=transactions,
     )
     service.thread_limits = thread_limits
-    service.group_offsets = GroupOffsets({**base, **admin_settings(kafka.consumer)}, kafka.group_id)
     if config.metrics.enabled:
         try:
             service.health = HealthServer(config.metrics.host, config.metrics.port, metrics.registry,
