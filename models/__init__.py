@@ -4,7 +4,14 @@ This package never imports ``stream`` or ``confluent_kafka``.
 """
 
 from models.artifact import ModelArtifact
-from models.exceptions import ModelError, ModelLoadError, ModelStoreError, TrainingError
+from models.exceptions import (
+    ModelError,
+    ModelLoadError,
+    ModelStoreError,
+    ModelStoreUnavailableError,
+    TrainingError,
+    UnknownAliasError,
+)
 from models.scorer import BatchScorer, Scores
 from models.store import LocalModelStore, StoredVersion
 from models.training import TrainedModel, train_model
@@ -16,9 +23,11 @@ __all__ = [
     "ModelError",
     "ModelLoadError",
     "ModelStoreError",
+    "ModelStoreUnavailableError",
     "Scores",
     "StoredVersion",
     "TrainedModel",
     "TrainingError",
+    "UnknownAliasError",
     "train_model",
 ]

@@ -69,13 +69,15 @@ class ModelArtifact:
         directory: Path,
         spec: FeatureSpec | None = None,
         schema_fingerprint: str | None = None,
+        expected_sha256: str | None = None,
     ) -> ModelArtifact:
         """Load and verify an artifact directory.
 
-        Refuses (ModelLoadError) a missing file, a sha256 that differs from
-        the manifest's, or features that differ from ``spec``. A different
-        input schema fingerprint is logged, not refused: compatible schema
-        evolution changes the fingerprint too.
+        Refuses (ModelLoadError, with its ``reason``) a missing or unreadable
+        file, a sha256 that differs from the manifest's or from
+        ``expected_sha256`` (a pin that a manifest rewritten with its model
+        cannot pass), features that differ from ``spec``, and a model trained
+        on another input schema than ``schema_fingerprint``.
         """
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
@@ -84,6 +86,8 @@ class ModelArtifact:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"cannot read {manifest_path}: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise ModelLoadError(f"{manifest_path} is not a JSON object")
         for key in ("name", "version", "features", "sha256"):
             if key not in manifest:
                 raise ModelLoadError(f"{manifest_path} lacks the required key {key!r}")
@@ -96,15 +100,18 @@ class ModelArtifact:
         if digest != manifest["sha256"]:
             raise ModelLoadError(
                 f"sha256 of {model_path} is {digest}, the manifest says {manifest['sha256']}: "
-                "the file changed after training; refusing to load it"
-            )
+                "the file changed after training; refusing to load it", "sha256")
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise ModelLoadError(
+                f"sha256 of {model_path} is {digest}, model.sha256 pins {expected_sha256}: refusing to load it",
+                "sha256")
         if spec is not None and tuple(manifest["features"]) != spec.feature_names:
-            raise ModelLoadError(_feature_mismatch(tuple(manifest["features"]), spec.feature_names))
-        if schema_fingerprint and manifest.get("input_schema_fingerprint") not in (None, schema_fingerprint):
-            logger.warning(
-                "model %s was trained on input schema %s, the configured reader schema is %s",
-                manifest["name"], manifest.get("input_schema_fingerprint"), schema_fingerprint,
-            )
+            raise ModelLoadError(_feature_mismatch(tuple(manifest["features"]), spec.feature_names), "features")
+        trained_on = manifest.get("input_schema_fingerprint")
+        if schema_fingerprint and trained_on not in (None, schema_fingerprint):
+            raise ModelLoadError(
+                f"model {manifest['name']} {manifest['version']} was trained on input schema {trained_on}, "
+                f"the configured reader schema is {schema_fingerprint}: retrain it on this schema", "schema")
         try:
             model = joblib.load(model_path)
         except Exception as exc:  # unpickling can raise anything the pickled code raises

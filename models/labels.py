@@ -16,7 +16,7 @@ from typing import Any
 
 from river import metrics as river_metrics
 
-__all__ = ["CachedPrediction", "LabelJoin", "LabelJoiner"]
+__all__ = ["CachedPrediction", "LabelJoin", "LabelJoiner", "PairedComparison"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class CachedPrediction:
     offset: int
     event_time: int
     cached_at: float
+    # a challenger's prediction: the champion's label and score for the same event, for paired comparison
+    champion: tuple[str | None, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class LabelJoiner:
         self.unmatched = 0
         self.unlabelled = 0  # predictions that left the cache without a label
         self._metrics: dict[str, dict[str, Any]] = {}
+        # challenger predictions carry the champion's: both judged on the same labels
+        self.paired = PairedComparison(task)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -99,6 +103,11 @@ class LabelJoiner:
         else:
             error = abs(float(truth) - prediction.score)
             metrics["mae"].update(float(truth), prediction.score)
+        if prediction.champion is not None:
+            champion_label, champion_score = prediction.champion
+            champion_error = (float(_as_label(truth) != champion_label) if self.task == "classification"
+                              else abs(float(truth) - champion_score))
+            self.paired.update(champion_error, error)
         return LabelJoin(prediction=prediction, truth=truth, error=error)
 
     def metric_values(self) -> dict[tuple[str, str], float]:
@@ -112,6 +121,52 @@ class LabelJoiner:
         if len(self.classes) == 2:
             out["roc_auc"] = river_metrics.ROCAUC()
         return out
+
+
+class PairedComparison:
+    """Champion and challenger errors on the same labelled events: the evidence for a promotion.
+
+    For classifiers the metric is accuracy (1 - mean 0/1 error), for
+    regressors the mean absolute error. Both are means over the same ``n``
+    labels, so their difference is a paired comparison: the events are the
+    same, only the model differs.
+    """
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.n = 0
+        self.champion_errors = 0.0
+        self.challenger_errors = 0.0
+
+    @property
+    def metric_name(self) -> str:
+        return "accuracy" if self.task == "classification" else "mae"
+
+    def update(self, champion_error: float, challenger_error: float) -> None:
+        self.n += 1
+        self.champion_errors += champion_error
+        self.challenger_errors += challenger_error
+
+    def metrics(self) -> tuple[float, float]:
+        """(champion, challenger) metric over the labels seen; NaN before the first."""
+        if self.n == 0:
+            return float("nan"), float("nan")
+        champion, challenger = self.champion_errors / self.n, self.challenger_errors / self.n
+        if self.task == "classification":
+            return 1.0 - champion, 1.0 - challenger
+        return champion, challenger
+
+    def challenger_wins(self, min_labels: int, margin: float) -> bool:
+        """At least ``min_labels`` paired labels, and the challenger better by at least ``margin``."""
+        if min_labels <= 0 or self.n < min_labels:
+            return False
+        champion, challenger = self.metrics()
+        gain = challenger - champion if self.task == "classification" else champion - challenger
+        return gain >= margin
+
+    def reset(self) -> None:
+        self.n = 0
+        self.champion_errors = self.challenger_errors = 0.0
 
 
 def _as_label(value: Any) -> str:

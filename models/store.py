@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from models.artifact import MANIFEST_FILE, MODEL_FILE, file_sha256
-from models.exceptions import ModelStoreError
+from models.exceptions import ModelStoreError, UnknownAliasError
 
 __all__ = ["ALIASES_FILE", "LocalModelStore", "StoredVersion"]
 
@@ -113,7 +113,7 @@ class LocalModelStore:
         entries = self._aliases(model)
         if alias not in entries:
             known = ", ".join(sorted(entries)) or "none"
-            raise ModelStoreError(f"model {model!r} has no alias {alias!r} (aliases: {known})")
+            raise UnknownAliasError(f"model {model!r} has no alias {alias!r} (aliases: {known})")
         version = entries[alias]["version"]
         try:
             return self.version(model, version)

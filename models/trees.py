@@ -111,7 +111,8 @@ def _step(x, r, k, feature, threshold, left, missing_left):
     return left[k] + ((v > threshold[k]) | ((v != v) & (not missing_left[k])))
 
 
-@njit(cache=True)
+# nogil: a challenger scored on another thread runs beside the loop, not after it
+@njit(cache=True, nogil=True)
 def _raw_predict(x, roots, tree_column, feature, threshold, left, missing_left, value, raw):
     """Add every tree's leaf value to ``raw[row, tree_column[tree]]``, trees in order for each row."""
     n = x.shape[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from stream.config.sections import (
@@ -33,6 +34,7 @@ def validate(config: ServiceConfig) -> None:
         raise ConfigError(f"batch.max_wait_ms must be between 0 and 60000, got {batch.max_wait_ms}")
     if config.model.threads < 1:
         raise ConfigError(f"model.threads must be >= 1, got {config.model.threads}")
+    _check_model(config)
     if not 0 < kafka.connect_timeout_s <= 300:
         raise ConfigError(f"kafka.connect_timeout_s must be in (0, 300] seconds, got {kafka.connect_timeout_s}")
     if kafka.topic_partitions < 1:
@@ -120,3 +122,27 @@ def _base_type(avro_type: Any) -> str:
         rest = [t for t in avro_type if t != "null"]
         return _base_type(rest[0]) if len(rest) == 1 else "union"
     return str(avro_type)
+
+
+def _check_model(config: ServiceConfig) -> None:
+    model = config.model
+    if model.store is not None and not model.name:
+        raise ConfigError("model.store is set but model.name is not: name the model to load from the store")
+    if model.store is None:
+        for key in ("challenger_alias", "shadow_topic"):
+            if getattr(model, key) is not None:
+                raise ConfigError(f"model.{key} needs model.store: a challenger is an alias in a model store")
+    if model.challenger_alias is not None and model.challenger_alias == model.alias:
+        raise ConfigError(f"model.challenger_alias and model.alias are both {model.alias!r}: name two aliases")
+    if model.shadow_topic is not None and model.challenger_alias is None:
+        raise ConfigError("model.shadow_topic is set but model.challenger_alias is not: name the challenger's alias")
+    if model.shadow_topic is not None and model.shadow_topic in (config.kafka.output_topic, *config.kafka.input_topics):
+        raise ConfigError(f"model.shadow_topic {model.shadow_topic!r} is also the output or an input topic")
+    if not 0.1 <= model.poll_interval_s <= 86_400:
+        raise ConfigError(f"model.poll_interval_s must be between 0.1 and 86400 seconds, got {model.poll_interval_s}")
+    if model.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", model.sha256):
+        raise ConfigError(f"model.sha256 must be 64 lowercase hex digits, got {model.sha256!r}")
+    if model.promote_after_labels < 0 or not 0 <= model.promote_margin < 1:
+        raise ConfigError("model.promote_after_labels must be >= 0 and model.promote_margin in [0, 1)")
+    if model.promote_after_labels and (model.challenger_alias is None or config.labels.topic is None):
+        raise ConfigError("model.promote_after_labels needs model.challenger_alias and a labels topic")

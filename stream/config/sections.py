@@ -218,6 +218,32 @@ class ModelConfig:
     # Predict HistGradientBoosting models with the compiled tree kernel
     # (models/trees.py; same outputs bit for bit); false keeps scikit-learn's.
     compiled: bool = True
+    # A model store folder (streamscore models register writes one). With it,
+    # the scorer loads version `alias` of model `name` from the store instead
+    # of `path`, and follows the alias while it runs.
+    store: str | None = None
+    # The model's name in the store.
+    name: str | None = None
+    # The alias the scorer follows (streamscore models promote moves it).
+    alias: str = "champion"
+    # Seconds between looks at the alias; a promotion reaches every worker
+    # within this. A new version is loaded and checked off the loop thread and
+    # swapped in between two batches.
+    poll_interval_s: float = 10.0
+    # The sha256 the model file must have: a manifest rewritten together with
+    # its model is refused. Pins the scorer to one version (no alias following).
+    sha256: str | None = None
+    # An alias whose version scores every batch's features beside the
+    # champion, as a shadow: measured on the labels, never delaying the champion.
+    challenger_alias: str | None = None
+    # The topic the challenger's predictions go to (the prediction schema plus
+    # a role field); unset, the challenger is only measured.
+    shadow_topic: str | None = None
+    # Promote the challenger when it beats the champion by `promote_margin`
+    # on at least this many labels of the same events (0: never; see docs/models.md).
+    promote_after_labels: int = 0
+    # The accuracy (or MAE) difference the challenger must win by.
+    promote_margin: float = 0.02
 
 
 @dataclass(frozen=True)

@@ -20,18 +20,20 @@ from models import BatchScorer
 from models.scorer import Scores
 from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.avro.decoder import BatchDecoder, Column, UnsupportedSchema, column_for
-from stream.avro.encoder import BatchEncoder, Choice, Const, Repeat, Values
+from stream.avro.encoder import BatchEncoder
 from stream.config import ValidationConfig
 from stream.exceptions import ConfigError, OutputRefusedError, OutputRejectedError, RecordError
+from stream.pipeline.columns import prediction_columns, prediction_encoder
 from stream.pipeline.deadletter import DeadLetter, bare, dead_letter_for, shrunk
 from stream.pipeline.quality import QualityTracker
 from stream.pipeline.results import BatchResult, Predictions
+from stream.pipeline.shadow import Shadow, ShadowJob
 from stream.pipeline.validation import RecordValidator
 from stream.pipeline.warmup import WarmUpMessage, sample_record
 from stream.state.replay import Replay
 from stream.types import InputMessage
 
-__all__ = ["BatchProcessor", "prediction_bindings"]
+__all__ = ["BatchProcessor"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +65,19 @@ class BatchProcessor:
         labels_topic: str | None = None,
         validation: ValidationConfig | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        shadow: Shadow | None = None,
     ) -> None:
         """``validation``: the [validation] rules (record and key sizes, event times, ranges);
-        ``max_output_bytes``: the largest record the producer sends (its message.max.bytes)."""
+        ``max_output_bytes``: the largest record the producer sends (its message.max.bytes);
+        ``shadow``: the challenger that scores each batch's features beside the model."""
         validation = validation or ValidationConfig()
         self.codec = codec
         self.store = store
-        self.scorer = scorer
         self.encoder = encoder
+        self.shadow = shadow
         self.key_field = key_field
         self.time_field = time_field
         self.fields = store.spec.fields
-        self.model_name = scorer.artifact.name
-        self.model_version = scorer.artifact.version
         self.quality = quality
         self.labels_topic = labels_topic
         self.dead_letter_max_bytes = validation.dead_letter_max_bytes
@@ -88,7 +90,25 @@ class BatchProcessor:
         self.decoder = BatchDecoder(codec, [_column(codec, *w) for w in wanted], max_bytes=validation.max_record_bytes)
         self.validator = RecordValidator(key_field=key_field, time_field=time_field, fields=self.fields,
                                          key_is_string=self.decoder.columns[0].type == "string", config=validation)
-        self._batch_encoder = _prediction_encoder(encoder, scorer)
+        self.use(scorer)
+
+    def use(self, scorer: BatchScorer, batch_encoder: BatchEncoder | bool | None = True) -> None:
+        """Score with ``scorer`` from the next batch on; its predictions name its version.
+
+        ``batch_encoder``: its compiled output encoder when already built (off
+        the loop thread), None when the output schema has none, True to build it here.
+        """
+        self.scorer = scorer
+        self.model_name = scorer.artifact.name
+        self.model_version = scorer.artifact.version
+        self._batch_encoder = (self.encoder_for(scorer) if batch_encoder is True
+                               else batch_encoder if isinstance(batch_encoder, BatchEncoder) else None)
+        if self.quality is not None:
+            self.quality.use_version(self.model_version)
+
+    def encoder_for(self, scorer: BatchScorer) -> BatchEncoder | None:
+        """The compiled encoder of ``scorer``'s predictions (safe to call from any thread)."""
+        return prediction_encoder(self.encoder.schema, self.encoder.prefix, scorer)
 
     def warm_up(self) -> None:
         """Run the compiled kernels once on a synthetic batch, with scratch state, before real events.
@@ -124,6 +144,8 @@ class BatchProcessor:
         whose outputs the broker refused before: they are dead-lettered.
         """
         result = BatchResult()
+        if self.shadow is not None:
+            self._collect_shadow(result)
         topics = [m.topic() or "" for m in messages]
         partitions = [m.partition() or 0 for m in messages]
         offsets = [m.offset() or 0 for m in messages]
@@ -186,18 +208,51 @@ class BatchProcessor:
             result.predictions = self._encode([keys[i] for i in idx], times[live], [topics[i] for i in idx],
                                               partitions_a[live], offsets_a[live], scores.take(live), rows[live])
         self._drop_oversized(result.predictions)
+        ids = None
+        if self.id_field is not None:
+            ids = [str(v) for v in batch.values(self.id_field, rows)]
+        if self.shadow is not None and self.shadow.scorer is not None and self.shadow.version != self.model_version:
+            live_rows = None if replayed is None else ~replayed[rows]
+            self._submit_shadow(features, keys, times, topics, partitions_a, offsets_a, ids, scores, live_rows)
         for row, error in result.predictions.unencodable.items():
             result.dead_letters.append(self._letter(messages[row], error, error.stage))
         if self.quality is not None:
-            ids = None
-            if self.id_field is not None:
-                ids = [str(v) for v in batch.values(self.id_field, rows)]
             where = list(zip(topics, partitions_a.tolist(), offsets_a.tolist()))
             alarms = self.quality.observe(where, ids, times, values, features, scores)
             if replay:
                 alarms = [e for e in alarms if e.offset >= replay.until.get((e.topic, e.partition), -1)]
             result.drift_events.extend(alarms)
         return result
+
+    def _submit_shadow(self, features: np.ndarray, keys: list[str], times: np.ndarray, topics: list[str],
+                       partitions: np.ndarray, offsets: np.ndarray, ids: list[str] | None, scores: Scores,
+                       live: np.ndarray | None) -> None:
+        """Hand the batch's scored rows (replayed ones left out) to the challenger."""
+        assert self.shadow is not None
+        if live is not None:
+            idx = np.flatnonzero(live)
+            if len(idx) == 0:
+                return
+            features, times, partitions, offsets, scores = (features[idx], times[idx], partitions[idx],
+                                                            offsets[idx], scores.take(idx))
+            keys = [keys[i] for i in idx.tolist()]
+            topics = [topics[i] for i in idx.tolist()]
+            ids = [ids[i] for i in idx.tolist()] if ids is not None else None
+        self.shadow.submit(ShadowJob(features, keys, times, topics, partitions, offsets, ids, scores))
+
+    def _collect_shadow(self, result: BatchResult) -> None:
+        """The challenger's finished batches: cached for their labels, and their records for the shadow topic."""
+        assert self.shadow is not None
+        for outcome in self.shadow.collect():
+            if outcome.scores is None:
+                continue
+            job = outcome.job
+            if self.quality is not None:
+                self.quality.cache_challenger(outcome.version, list(zip(job.topics, job.partitions.tolist(),
+                                                                         job.offsets.tolist())),
+                                              job.ids, job.event_times, outcome.scores, job.champion)
+            result.shadow_keys.extend(outcome.keys)
+            result.shadow_values.extend(outcome.values)
 
     def _letter(self, message: InputMessage, error: Exception, stage: str) -> DeadLetter:
         """The dead letter of ``message``, made to fit what the producer sends.
@@ -294,14 +349,7 @@ class BatchProcessor:
         now_ms = int(time.time() * 1000)
         key_bytes = [k.encode() for k in keys]
         if self._batch_encoder is not None:
-            columns: dict[str, Any] = {
-                "key": key_bytes, "event_time": times, "source_topic": topics, "source_partition": partitions,
-                "source_offset": offsets, "score": scores.score, "scored_at": np.full(n, now_ms, dtype=np.int64),
-                "label": scores.label_index + 1 if scores.label_index is not None else np.zeros(n, dtype=np.int64),
-            }
-            if scores.probabilities is not None:
-                for j in range(scores.probabilities.shape[1]):
-                    columns[f"probability_{j}"] = scores.probabilities[:, j]
+            columns = prediction_columns(key_bytes, times, topics, partitions, offsets, scores, now_ms)
             try:
                 return Predictions(key_bytes, self._batch_encoder.encode(n, columns),
                                    np.asarray(times, dtype=np.int64), rows)
@@ -368,31 +416,3 @@ def _column(codec: AvroCodec, setting: str, name: str, types: tuple[str, ...]) -
         raise ConfigError(f"{setting}: field {name!r} is {column.type} in the reader schema; "
                           f"it must be one of {', '.join(types)}")
     return column
-
-
-def prediction_bindings(model_name: str, model_version: str, classes: tuple[str, ...]) -> dict[str, Any]:
-    """Where each field of the prediction schema comes from, for the compiled encoder.
-
-    Columns: ``key``, ``event_time``, ``source_topic``, ``source_partition``,
-    ``source_offset``, ``score``, ``scored_at``, ``label`` (0 for null, else
-    1 + the class index) and ``probability_<j>`` per class.
-    """
-    return {
-        "key": Values("key"), "event_time": Values("event_time"), "source_topic": Values("source_topic"),
-        "source_partition": Values("source_partition"), "source_offset": Values("source_offset"),
-        "model_name": Const(model_name), "model_version": Const(model_version),
-        "score": Values("score"), "label": Choice("label", (None, *classes)),
-        "probabilities": Repeat(tuple({"label": Const(c), "probability": Values(f"probability_{j}")}
-                                      for j, c in enumerate(classes))),
-        "scored_at": Values("scored_at"),
-    }
-
-
-def _prediction_encoder(encoder: AvroEncoder, scorer: BatchScorer) -> BatchEncoder | None:
-    """The compiled encoder for the output schema, or None when it is not the shape the processor fills."""
-    bindings = prediction_bindings(scorer.artifact.name, scorer.artifact.version, scorer.classes)
-    try:
-        return BatchEncoder(encoder.schema, bindings, encoder.prefix)
-    except UnsupportedSchema as exc:
-        logger.info("output schema not covered by the compiled encoder (%s): encoding with fastavro", exc)
-        return None

@@ -38,6 +38,24 @@ class QualityTracker:
         self.joiner = joiner
         self.label_codec = label_codec
         self.id_field = id_field
+        # the challenger's predictions wait for the same labels, each with the champion's beside it
+        self.challenger_joiner = (LabelJoiner(joiner.task, joiner.classes, joiner.max_size, joiner.max_age_s)
+                                  if joiner is not None else None)
+
+    def use_version(self, version: str) -> None:
+        """Predictions from now on are the model ``version``'s; the paired comparison starts again."""
+        if version != self.model_version:
+            self.model_version = version
+            if self.monitor is not None:
+                self.monitor.model_version = version
+            if self.challenger_joiner is not None:
+                self.challenger_joiner.paired.reset()
+
+    def cache_challenger(self, version: str, where: Sequence[tuple[str, int, int]], ids: Sequence[str] | None,
+                         event_times: np.ndarray, scores: Scores, champion: Scores) -> None:
+        """Hold the challenger's predictions of a batch until their labels come."""
+        if self.challenger_joiner is not None:
+            self._cache(self.challenger_joiner, version, where, ids, event_times, scores, champion)
 
     def observe(
         self,
@@ -54,7 +72,7 @@ class QualityTracker:
         ``ids`` their label ids when labels carry an id field of the input.
         """
         if self.joiner is not None:
-            self._cache(where, ids, event_times, scores)
+            self._cache(self.joiner, self.model_version, where, ids, event_times, scores)
         if self.monitor is None:
             return []
         events: list[DriftEvent] = []
@@ -78,25 +96,28 @@ class QualityTracker:
         label_id, truth = record.get("id"), record.get("label")
         if not label_id or truth is None:
             raise InvalidRecordError("label record lacks an id or a label")
+        if self.challenger_joiner is not None:
+            self.challenger_joiner.join(str(label_id), truth)
         joined = self.joiner.join(str(label_id), truth)
         if joined is None or self.monitor is None or not self.monitor.watches_errors:
             return []
         p = joined.prediction
         return self.monitor.update_errors(p.topic, p.partition, p.offset, p.event_time, joined.error)
 
-    def _cache(self, where: Sequence[tuple[str, int, int]], ids: Sequence[str] | None,
-               event_times: np.ndarray, scores: Scores) -> None:
-        assert self.joiner is not None
+    def _cache(self, joiner: LabelJoiner, version: str, where: Sequence[tuple[str, int, int]],
+               ids: Sequence[str] | None, event_times: np.ndarray, scores: Scores,
+               champion: Scores | None = None) -> None:
         now = time.time()
-        version = self.model_version
         proba = scores.probabilities
         positive = proba[:, 1] if proba is not None and proba.shape[1] == 2 else None
         for i, (topic, partition, offset) in enumerate(where):
             key = ids[i] if ids is not None else event_id(topic, partition, offset)
-            self.joiner.add(key, CachedPrediction(
+            joiner.add(key, CachedPrediction(
                 score=float(scores.score[i]),
                 label=scores.label[i] if scores.label is not None else None,
                 positive=float(positive[i]) if positive is not None else None,
                 model_version=version, topic=topic, partition=partition, offset=offset,
                 event_time=int(event_times[i]), cached_at=now,
+                champion=((champion.label[i] if champion.label is not None else None, float(champion.score[i]))
+                          if champion is not None else None),
             ))

@@ -66,6 +66,9 @@ class BatchResult:
     model_seconds: float = 0.0
     # the batch's input messages (labels left out), in the order the rows count them
     inputs: Sequence[InputMessage] = ()
+    # the challenger's encoded predictions of earlier batches, for the shadow topic
+    shadow_keys: list[bytes] = field(default_factory=list)
+    shadow_values: list[bytes] = field(default_factory=list)
 
     @property
     def consumed(self) -> int:

@@ -65,6 +65,32 @@ class ServiceMetrics:
         self.state_restored = Counter(
             "streamscore_state_entities_restored", "Entities whose windows were restored from the changelog",
             registry=r)
+        self.model_swaps = Counter(
+            "streamscore_model_swaps", "Model versions swapped in between two batches (promotions, rollbacks)",
+            ["role"], registry=r)
+        self.model_refused = Counter(
+            "streamscore_model_refused", "Model versions refused by a check (sha256, features, schema, classes, "
+            "probe, missing, unreadable); the running version stays", ["role", "model_version", "reason"], registry=r)
+        self.swap_pause = Histogram(
+            "streamscore_model_swap_pause_seconds", "Time the loop spent swapping a checked version in",
+            buckets=MODEL_BUCKETS, registry=r)
+        self.shadow_batches = Counter(
+            "streamscore_shadow_batches", "Batches handed to the challenger, by outcome (scored, skipped because it "
+            "was busy, failed)", ["model_version", "outcome"], registry=r)
+        self.shadow_agreement = Gauge(
+            "streamscore_shadow_agreement", "Share of events where the challenger's label equals the champion's",
+            ["model_version"], registry=r)
+        self.shadow_seconds = Gauge(
+            "streamscore_shadow_model_seconds_per_event", "The challenger's model time per event", ["model_version"],
+            registry=r)
+        self.challenger_metric = Gauge(
+            "streamscore_challenger_online_metric", "The challenger's online quality from joined labels",
+            ["model_version", "metric"], registry=r)
+        self.paired_metric = Gauge(
+            "streamscore_paired_metric", "Champion and challenger on the same labelled events (the promotion rule's "
+            "evidence), by role", ["role", "model_version", "metric"], registry=r)
+        self.paired_labels = Gauge(
+            "streamscore_paired_labels", "Labels both the champion and the challenger predicted", registry=r)
         self.restore_seconds = Histogram(
             "streamscore_state_restore_seconds", "Reading and loading restored state, per rebalance or abort",
             buckets=LATENCY_BUCKETS, registry=r)

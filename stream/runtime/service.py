@@ -35,6 +35,7 @@ from stream.pipeline.refusals import Position, Rerouted, reroute
 from stream.pipeline.results import BatchResult
 from stream.runtime.health import HealthServer
 from stream.runtime.keepalive import KeepAlive, hold
+from stream.runtime.lifecycle import ModelLifecycle
 from stream.runtime.metrics import ServiceMetrics
 from stream.runtime.stats import RunStats
 from stream.state.keeper import StateKeeper
@@ -83,6 +84,7 @@ class ScoringService:
         self.transactions = transactions  # exactly-once mode when set
         self.health: HealthServer | None = None
         self.thread_limits: object | None = None  # the model's thread limits hold while this handle lives
+        self.lifecycle: ModelLifecycle | None = None  # alias following, the challenger
         self._stopping = False
         self._stopped = threading.Event()
         self._lag_updated = 0.0
@@ -106,6 +108,7 @@ class ScoringService:
             "partitions_assigned": bool(self.source.assigned),
             "broker_reachable": self._broker_ok,
             "schema_registry_reachable": self._registry_ok,
+            "model_store_reachable": self.lifecycle is None or self.lifecycle.store_reachable,
         }
 
     @property
@@ -140,6 +143,8 @@ class ScoringService:
                 # With a batch in flight, take what is already here rather than wait for more.
                 messages = self.source.poll_batch(size, 0.0 if self._in_flight is not None else wait_s)
                 self.state.apply_rebalance()
+                if self.lifecycle is not None:
+                    self.lifecycle.swap()  # between two batches: a checked version, if one is ready
                 self._update_lag()
                 result = self._process(messages) if messages else None
                 if result is not None:
@@ -190,6 +195,8 @@ class ScoringService:
             self.source.on_revoked = self.state.on_revoked
             self.source.committed_timeout_s = self.config.state.restore_timeout_s
         resources.callback(self._detach_callbacks)
+        if self.lifecycle is not None:
+            self.lifecycle.start(resources)
 
     def _detach_callbacks(self) -> None:
         self.source.before_revoke = self.source.on_assigned = self.source.on_revoked = None
@@ -255,6 +262,8 @@ class ScoringService:
         self.sink.send_many(kafka.output_topic, result.predictions.keys, result.predictions.values)
         for d in result.dead_letters:
             self.sink.send(kafka.dead_letter_topic, d.key, d.value, headers=d.headers)
+        if result.shadow_values and self.config.model.shadow_topic is not None:
+            self.sink.send_many(self.config.model.shadow_topic, result.shadow_keys, result.shadow_values)
         if self.drift_encoder is not None:
             for event in result.drift_events:
                 self.sink.send(self.config.drift.topic, event.signal.encode(), self.drift_encoder.encode(event.to_record()))
@@ -369,6 +378,8 @@ class ScoringService:
             m.label_cache.set(len(joiner))
             for (version, metric), value in joiner.metric_values().items():
                 m.online_metric.labels(version, metric).set(value)
+        if self.lifecycle is not None:
+            self.lifecycle.after_batch()
 
     def _replace_producer(self) -> None:
         """A new transactional producer with the same id: it fences the old one and aborts its transaction.

@@ -6,10 +6,12 @@ import logging
 from pathlib import Path
 
 from features import FeatureStore
-from models import BatchScorer, ModelArtifact
+from models import BatchScorer, LocalModelStore, ModelArtifact, ModelStoreError
+from models.checks import load_checked
 from models.drift import DriftMonitor
 from models.labels import LabelJoiner
 from models.scorer import limit_model_threads
+from schemas import load_schema
 from stream.avro.codec import AvroCodec, AvroEncoder, SchemaSource
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError
@@ -19,12 +21,16 @@ from stream.kafka.registry import RegistrySchemaSource
 from stream.kafka.sink import PredictionSink
 from stream.kafka.source import KafkaSource
 from stream.kafka.transactions import Transactions
+from stream.pipeline.columns import prediction_encoder
 from stream.pipeline.processor import DEFAULT_MAX_OUTPUT_BYTES, BatchProcessor
 from stream.pipeline.quality import QualityTracker
+from stream.pipeline.shadow import Shadow
 from stream.runtime.health import HealthServer
+from stream.runtime.lifecycle import ModelLifecycle
 from stream.runtime.metrics import ServiceMetrics
 from stream.runtime.service import ScoringService
 from stream.runtime.stats import RunStats
+from stream.runtime.versions import CHALLENGER, CHAMPION, VersionWatcher
 from stream.state.changelog import CHANGELOG_TOPIC_CONFIG, Changelog
 from stream.state.checkpoints import CheckpointDelivery
 from stream.state.keeper import StateKeeper
@@ -44,7 +50,9 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         producer["transactional.id"] = config.transactional_id
     consumer = {**base, **kafka.consumer, "group.id": kafka.group_id}
     check_settings(producer, consumer)
-    artifact = ModelArtifact.load(Path(config.model.path), config.features, config.schema_fingerprint)
+    store = _model_store(config)
+    scorer = _first_scorer(config, store)
+    artifact = scorer.artifact
     _check_cluster(config)
     thread_limits = limit_model_threads(config.model.threads)
     codec_cfg = config.codec
@@ -63,6 +71,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         assert schema_source is not None
         output_id = schema_source.register(f"{kafka.output_topic}-value", config.output_schema)
     encoder = AvroEncoder(config.output_schema, codec_cfg.format, output_id)
+    shadow = _shadow(config, schema_source) if config.model.challenger_alias else None
     drift_encoder = None
     if config.drift.enabled:
         drift_schema = read_schema(config.drift.schema, "drift.schema")
@@ -73,7 +82,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     processor = BatchProcessor(
         codec=codec,
         store=FeatureStore(config.features),
-        scorer=BatchScorer(artifact, compiled=config.model.compiled),
+        scorer=scorer,
         encoder=encoder,
         key_field=codec_cfg.key_field,
         time_field=codec_cfg.time_field,
@@ -81,12 +90,15 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         labels_topic=config.labels.topic,
         validation=config.validation,
         max_output_bytes=int(kafka.producer.get("message.max.bytes", DEFAULT_MAX_OUTPUT_BYTES)),
+        shadow=shadow,
     )
     processor.warm_up()
     if kafka.create_topics:
         topics = {kafka.output_topic: kafka.topic_partitions, kafka.dead_letter_topic: kafka.topic_partitions}
         if config.drift.enabled:
             topics[config.drift.topic] = 1
+        if config.model.shadow_topic:
+            topics[config.model.shadow_topic] = kafka.topic_partitions
         ensure_topics({**base, **admin_settings(kafka.producer)}, topics)
     stats = RunStats()
     metrics = ServiceMetrics()
@@ -108,6 +120,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         drift_encoder=drift_encoder, transactions=transactions,
     )
     service.thread_limits = thread_limits
+    service.lifecycle = _lifecycle(config, store, processor, metrics, shadow)
     if config.metrics.enabled:
         try:
             service.health = HealthServer(config.metrics.host, config.metrics.port, metrics.registry,
@@ -119,6 +132,66 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
                 "set metrics.port (0 picks a free one) or metrics.enabled = false"
             ) from exc
     return service
+
+
+def _model_store(config: ServiceConfig) -> LocalModelStore | None:
+    return LocalModelStore(config.model.store) if config.model.store is not None else None
+
+
+def _load(config: ServiceConfig, path: Path, running: BatchScorer | None = None) -> BatchScorer:
+    """A version loaded and checked (sha256, pin, features, schema, classes, probe)."""
+    return load_checked(path, config.features, config.schema_fingerprint, expected_sha256=config.model.sha256,
+                        running=running, compiled=config.model.compiled)
+
+
+def _first_scorer(config: ServiceConfig, store: LocalModelStore | None) -> BatchScorer:
+    """The model to start with: ``model.path``, or the version ``model.alias`` names in the store."""
+    model = config.model
+    if store is None:
+        return _load(config, Path(model.path))
+    assert model.name is not None
+    try:
+        return _load(config, store.resolve(model.name, model.alias).path)
+    except ModelStoreError as exc:
+        raise ConfigError(f"model.store {model.store}: {exc}") from exc
+
+
+def _shadow(config: ServiceConfig, schema_source: SchemaSource | None) -> Shadow:
+    """The challenger's thread; with model.shadow_topic, its predictions encoded for that topic."""
+    topic = config.model.shadow_topic
+    if topic is None:
+        return Shadow()
+    schema = load_schema("shadow_prediction")
+    schema_id = None
+    if config.codec.format == "confluent":
+        assert schema_source is not None
+        schema_id = schema_source.register(f"{topic}-value", schema)
+    shadow_encoder = AvroEncoder(schema, config.codec.format, schema_id)
+    return Shadow(lambda scorer: prediction_encoder(shadow_encoder.schema, shadow_encoder.prefix, scorer,
+                                                    role=config.model.challenger_alias))
+
+
+def _lifecycle(config: ServiceConfig, store: LocalModelStore | None, processor: BatchProcessor,
+               metrics: ServiceMetrics, shadow: Shadow | None) -> ModelLifecycle:
+    """Alias following (unless the model is a fixed path or pinned by sha256) and the challenger's metrics."""
+    model = config.model
+    lifecycle = ModelLifecycle(config=model, processor=processor, metrics=metrics, watcher=None, shadow=shadow)
+    if store is None or model.name is None:
+        return lifecycle
+    aliases = {CHAMPION: model.alias}
+    if model.challenger_alias is not None:
+        aliases[CHALLENGER] = model.challenger_alias
+    if model.sha256 is not None:
+        aliases = {role: alias for role, alias in aliases.items() if role != CHAMPION}
+        logger.info("model.sha256 pins the champion: alias %s is not followed", model.alias)
+    if aliases:
+        lifecycle.watcher = VersionWatcher(
+            store=store, model=model.name, aliases=aliases, interval_s=model.poll_interval_s,
+            load=lambda path, running: _load(config, path, running),
+            running={CHAMPION: processor.scorer}, on_refused=lifecycle.refused)
+        if CHALLENGER in aliases:
+            lifecycle.watcher.check_now()  # the challenger is loaded at once, off the start-up path
+    return lifecycle
 
 
 def _check_cluster(config: ServiceConfig) -> None:

@@ -20,7 +20,7 @@ from stream.avro.codec import AvroCodec, plain_schema
 from stream.avro.decoder import BatchDecoder, Column, UnsupportedSchema, column_for
 from stream.avro.encoder import BatchEncoder, Const, Values
 from stream.exceptions import UnknownSchemaError
-from stream.pipeline.processor import prediction_bindings as processor_bindings
+from stream.pipeline.columns import prediction_bindings as processor_bindings
 
 PRIMITIVES = ["boolean", "int", "long", "float", "double", "string", "bytes"]
 VALUES = {

@@ -27,6 +27,14 @@ SAMPLES = {
                     "mean_after": 0.98, "width_before": 2048, "width_after": 64},
     "label": {"id": "in/2/1234", "label": "1", "label_time": 1_700_000_100_000},
 }
+SAMPLES["shadow_prediction"] = {**SAMPLES["prediction"], "model_version": "2", "role": "challenger"}
+
+
+def test_shadow_predictions_are_predictions_with_a_role() -> None:
+    prediction, shadow = load_schema("prediction"), load_schema("shadow_prediction")
+    names = [f["name"] for f in shadow["fields"]]
+    assert [n for n in names if n != "role"] == [f["name"] for f in prediction["fields"]]
+    assert [f for f in shadow["fields"] if f["name"] != "role"] == prediction["fields"]
 
 
 def test_every_schema_file_has_a_sample() -> None:

@@ -1,0 +1,85 @@
+"""Model versions swapped while events flow through a real broker, exactly once, with a shadow challenger."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+from models import LocalModelStore, ModelArtifact
+from schemas import load_schema
+from stream.avro.codec import AvroCodec
+from stream.runtime.wiring import build_service
+from stream.tools.generators import sensor_events
+from tests.integration.helpers import live_feed, read_topic, service_config, unique, wait_until
+from tests.unit.test_lifecycle import variant
+
+PREDICTION = AvroCodec(load_schema("prediction"))
+SHADOW = AvroCodec(load_schema("shadow_prediction"))
+
+
+def test_promotion_refusal_and_rollback_while_events_flow_exactly_once(
+        kafka_bootstrap: str, small_model: ModelArtifact, tmp_path: Path) -> None:
+    store = LocalModelStore(tmp_path / "store")
+    store.register("fault", small_model.path)  # 1
+    store.register("fault", small_model.path)  # 2: the same trees, so scores can be compared across the swap
+    store.register("fault", variant(small_model, tmp_path / "bad",
+                                    features=list(reversed(small_model.feature_names))))  # 3: does not fit the windows
+    store.set_alias("fault", "champion", "1")
+    store.set_alias("fault", "challenger", "2")
+    topic = unique("lifecycle")
+    events = [r for r, _ in sensor_events(12_000, 40, seed=8)]
+    config = service_config(
+        kafka_bootstrap, small_model.path, topic, processing__guarantee="exactly_once",
+        model__store=str(store.root), model__name="fault", model__poll_interval_s=0.3,
+        model__challenger_alias="challenger", model__shadow_topic=topic + "-shadow",
+        batch__max_size=200, batch__max_wait_ms=20)
+    positions, feeder = live_feed(kafka_bootstrap, topic, events, backlog=500, partitions=4, rate=1500)
+    service = build_service(config)
+    runner = threading.Thread(target=service.run, kwargs={"max_events": len(events), "idle_exit_seconds": 30})
+    runner.start()
+    try:
+        def after(n: int) -> None:
+            wait_until(lambda: service.stats.consumed >= n, 60, f"{n} events scored")
+
+        after(2000)
+        store.promote("fault")  # champion -> 2
+        wait_until(lambda: service.processor.model_version == "2", 10, "the promotion to reach the scorer")
+        after(5000)
+        store.set_alias("fault", "champion", "3")  # refused: its features are not the windows'
+        metrics = service.metrics.registry
+        wait_until(lambda: metrics.get_sample_value("streamscore_model_refused_total", {
+            "role": "champion", "model_version": "3", "reason": "features"}) == 1, 10, "version 3 to be refused")
+        assert service.processor.model_version == "2"
+        after(7000)
+        store.rollback("fault")  # 3 -> 2: what the scorer already runs
+        store.rollback("fault")  # 2 -> 1
+        wait_until(lambda: service.processor.model_version == "1", 10, "the rollback to reach the scorer")
+    finally:
+        feeder.join()
+        runner.join(timeout=120)
+    assert not runner.is_alive()
+
+    out = read_topic(kafka_bootstrap, config.kafka.output_topic, expected=len(events), isolation="read_committed")
+    predictions = [PREDICTION.decode(r.value) for r in out]
+    by_source = Counter((p["source_partition"], p["source_offset"]) for p in predictions)
+    assert len(predictions) == len(events) and set(by_source) == set(positions[:500]) | set(by_source)
+    assert max(by_source.values()) == 1, "a prediction twice"
+    assert len(by_source) == len(events), "a prediction lost"
+    # every prediction names its version; per partition the versions run 1, then 2, then 1 again; never 3
+    assert all(p["model_version"] in ("1", "2") for p in predictions)
+    for partition in range(4):
+        versions = [p["model_version"] for p in sorted(predictions, key=lambda p: p["source_offset"])
+                    if p["source_partition"] == partition]
+        runs = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+        assert runs == ["1", "2", "1"], (partition, runs)
+    assert service.metrics.registry.get_sample_value("streamscore_model_swaps_total", {"role": "champion"}) == 2
+    # the shadow: version 2 beside the champion while the champion was 1, the same scores (the same trees)
+    shadow = [SHADOW.decode(r.value) for r in read_topic(kafka_bootstrap, topic + "-shadow", expected=1,
+                                                         isolation="read_committed", timeout_s=10)]
+    assert shadow and all(s["role"] == "challenger" and s["model_version"] == "2" for s in shadow)
+    champion = {(p["source_partition"], p["source_offset"]): p for p in predictions}
+    for s in shadow:
+        p = champion[(s["source_partition"], s["source_offset"])]
+        assert p["model_version"] == "1" and p["score"] == s["score"]
+    assert len({(s["source_partition"], s["source_offset"]) for s in shadow}) == len(shadow)
