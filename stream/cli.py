@@ -8,12 +8,14 @@ configuration, model artifact or command line at start-up.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import faulthandler
 import json
 import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -133,10 +135,13 @@ def _run_workers(args: argparse.Namespace, config: ServiceConfig) -> int:
 
 
 def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
-    from stream.tools.train import train_from_config
+    from stream.tools.dataset import StreamRange
+    from stream.tools.train import train_from_config, train_from_topics
 
     assert config is not None
-    if args.if_needed:
+    if args.out is None and args.register is None:
+        raise ConfigError("train needs --out (the artifact folder to write), --register (a store model), or both")
+    if args.if_needed and args.out is not None:
         from models import ModelArtifact, ModelLoadError
 
         try:
@@ -147,10 +152,41 @@ def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
             print(json.dumps({"model": current.name, "version": current.version, "path": str(current.path),
                               "up_to_date": True}), flush=True)
             return EXIT_OK
-    artifact = train_from_config(config, Path(args.out))
-    print(json.dumps({"model": artifact.name, "version": artifact.version, "path": str(artifact.path),
-                      "metrics": artifact.manifest["metrics"]}), flush=True)
+    with tempfile.TemporaryDirectory(prefix="streamscore-train-") as scratch:
+        out = Path(args.out) if args.out is not None else Path(scratch) / "model"
+        if args.from_topics:
+            span = StreamRange(args.from_offset, args.to_offset, _time_ms(args.from_time), _time_ms(args.to_time))
+            artifact = train_from_topics(config, span, out)
+        else:
+            artifact = train_from_config(config, out)
+        summary: dict[str, Any] = {"model": artifact.name, "version": artifact.version, "path": str(artifact.path),
+                                   "metrics": artifact.manifest["metrics"]}
+        if args.register is not None:
+            from models import LocalModelStore
+
+            store = LocalModelStore(args.store)
+            stored = store.register(args.register, out)
+            if args.alias:
+                store.set_alias(args.register, args.alias, stored.version)
+            summary.update(model=stored.model, version=stored.version, path=str(stored.path),
+                           aliases=store.aliases(stored.model))
+    print(json.dumps(summary), flush=True)
     return EXIT_OK
+
+
+def _time_ms(text: str | None) -> int | None:
+    """Epoch milliseconds from a number of milliseconds or an ISO 8601 time (UTC unless it says otherwise)."""
+    if text is None:
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"{text!r} is neither epoch milliseconds nor an ISO 8601 time") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
@@ -265,9 +301,19 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model on features computed by the service's own code")
     train.add_argument("--config", required=True, help="TOML configuration file ([features] and [training])")
-    train.add_argument("--out", required=True, help="model directory to write")
+    train.add_argument("--out", help="model directory to write")
     train.add_argument("--if-needed", action="store_true",
                        help="keep the model in --out if it loads and its features match the config")
+    train.add_argument("--from-topics", action="store_true",
+                       help="train on the input topics joined with labels.topic, features by the scorer's code "
+                            "(instead of [training] source)")
+    train.add_argument("--from-offset", type=int, help="--from-topics: first offset of every input partition")
+    train.add_argument("--to-offset", type=int, help="--from-topics: stop before this offset in every partition")
+    train.add_argument("--from-time", help="--from-topics: first event time (epoch ms or ISO 8601)")
+    train.add_argument("--to-time", help="--from-topics: stop before this event time (epoch ms or ISO 8601)")
+    train.add_argument("--register", metavar="MODEL", help="register the trained artifact as a new version of MODEL")
+    train.add_argument("--store", default="artifacts/store", help="--register: the store's folder")
+    train.add_argument("--alias", help="--register: point this alias (say, challenger) at the new version")
     train.set_defaults(func=_train)
 
     sim = sub.add_parser("simulate", help="produce seeded synthetic events (or a replay of SP500Stocks)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ from models.artifact import library_versions
 from models.training import reference_statistics
 from stream.config import ServiceConfig
 from stream.exceptions import ConfigError
+from stream.tools.dataset import StreamRange, read_training_set
 from stream.tools.generators import KEY_FIELDS, generate
 
-__all__ = ["load_training_events", "train_from_config"]
+__all__ = ["load_training_events", "train_and_save", "train_from_config", "train_from_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,33 @@ def train_from_config(config: ServiceConfig, out_dir: Path) -> ModelArtifact:
     records, labels = load_training_events(config)
     spec = config.features
     features = compute_features(spec, records, config.codec.key_field, config.codec.time_field)
+    inputs = np.asarray([[r[f] for f in spec.fields] for r in records], dtype=float)
+    training = {"source": t.source, "events": len(records), "seed": t.seed, "keys": t.keys, "rate": t.rate}
+    return train_and_save(config, features, labels, inputs, training, out_dir)
+
+
+def train_from_topics(config: ServiceConfig, span: StreamRange, out_dir: Path) -> ModelArtifact:
+    """Train on a range of the input topics joined with the labels topic; the manifest records the range."""
+    data = read_training_set(config, span)
+    training = {
+        "source": "topics", "topics": list(config.kafka.input_topics), "labels_topic": config.labels.topic,
+        "range": {k: v for k, v in asdict(span).items() if v is not None}, "offsets": data.offsets,
+        "events": data.events, "labelled": len(data.labels), "unlabelled": data.unlabelled,
+        "undecodable": data.undecodable, "seed": config.training.seed,
+        "event_time_ms": [int(data.event_times[0]), int(data.event_times[-1])] if len(data.event_times) else [],
+    }
+    if not data.labels:
+        raise TrainingError(f"no labelled events in the range {training['range'] or 'all'} of "
+                            f"{', '.join(config.kafka.input_topics)}: {data.events} events read, none with a label in "
+                            f"{config.labels.topic}")
+    return train_and_save(config, data.features, data.labels, data.inputs, training, out_dir)
+
+
+def train_and_save(config: ServiceConfig, features: np.ndarray, labels: list[Any], inputs: np.ndarray,
+                   training: dict[str, Any], out_dir: Path) -> ModelArtifact:
+    """Fit the configured estimator on ``features`` (rows in time order) and write the artifact."""
+    t = config.training
+    spec = config.features
     trained = train_model(features, labels, t.task, t.estimator, t.params, t.test_fraction, t.seed)
     model = trained.model
     classes = [str(c) for c in getattr(model, "classes_", [])]
@@ -72,12 +101,11 @@ def train_from_config(config: ServiceConfig, out_dir: Path) -> ModelArtifact:
         "key_field": config.codec.key_field,
         "time_field": config.codec.time_field,
         "library_versions": library_versions(),
-        "training": {"source": t.source, "events": len(records), "seed": t.seed, "keys": t.keys, "rate": t.rate},
+        "training": training,
         "metrics": trained.metrics,
         "reference": {
             "features": reference_statistics(features, spec.feature_names),
-            "inputs": reference_statistics(np.asarray([[r[f] for f in spec.fields] for r in records], dtype=float),
-                                           spec.fields),
+            "inputs": reference_statistics(inputs, spec.fields),
             "score": reference_statistics(BatchScorer.for_model(model, spec.feature_names).score(features).score[:, None],
                                           ["score"])["score"],
         },
