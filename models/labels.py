@@ -16,7 +16,7 @@ from typing import Any
 
 from river import metrics as river_metrics
 
-__all__ = ["CachedPrediction", "LabelJoin", "LabelJoiner", "PairedComparison"]
+__all__ = ["CachedPrediction", "LabelJoin", "LabelJoiner", "PairedComparison", "as_label"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class LabelJoiner:
         if metrics is None:
             metrics = self._metrics[prediction.model_version] = self._new_metrics()
         if self.task == "classification":
-            truth_label = _as_label(truth)
+            truth_label = as_label(truth)
             error = float(truth_label != prediction.label)
             metrics["accuracy"].update(truth_label, prediction.label)
             if "roc_auc" in metrics and prediction.positive is not None:
@@ -105,7 +105,7 @@ class LabelJoiner:
             metrics["mae"].update(float(truth), prediction.score)
         if prediction.champion is not None:
             champion_label, champion_score = prediction.champion
-            champion_error = (float(_as_label(truth) != champion_label) if self.task == "classification"
+            champion_error = (float(as_label(truth) != champion_label) if self.task == "classification"
                               else abs(float(truth) - champion_score))
             self.paired.update(champion_error, error)
         return LabelJoin(prediction=prediction, truth=truth, error=error)
@@ -169,7 +169,7 @@ class PairedComparison:
         self.champion_errors = self.challenger_errors = 0.0
 
 
-def _as_label(value: Any) -> str:
+def as_label(value: Any) -> str:
     """Labels compare as the strings the model's classes are: 1, 1.0 and "1" are all "1"."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

@@ -243,10 +243,12 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     return EXIT_OK
 
 
-def _models(args: argparse.Namespace, _config: ServiceConfig | None) -> int:
+def _models(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     """``streamscore models ...``: versions and aliases in a model store."""
     from models import LocalModelStore
 
+    if args.action == "compare":
+        return _compare(args, config)
     store = LocalModelStore(args.store)
     if args.action == "list":
         names = [args.model] if args.model else store.models()
@@ -268,6 +270,23 @@ def _models(args: argparse.Namespace, _config: ServiceConfig | None) -> int:
         stored = store.rollback(args.model, args.alias)
     print(json.dumps({"model": stored.model, "version": stored.version, "path": str(stored.path),
                       "aliases": store.aliases(stored.model)}), flush=True)
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace, config: ServiceConfig | None) -> int:
+    """``streamscore models compare``: champion and challenger on the labels that arrived."""
+    from stream.tools.compare import compare, plot_comparison, read_outcomes
+
+    assert config is not None
+    if config.model.shadow_topic is None:
+        logger.warning("model.shadow_topic is not set: only the champion's output is compared")
+    champion, challenger, truth = read_outcomes(config)
+    task = "classification" if any(o.label is not None for o in champion.values()) else "regression"
+    result = compare(champion, challenger, truth, task)
+    print(result.table(), flush=True)
+    if args.png:
+        plot_comparison(champion, challenger, truth, Path(args.png), task)
+        print(f"wrote {args.png}", flush=True)
     return EXIT_OK
 
 
@@ -364,6 +383,10 @@ def _parser() -> argparse.ArgumentParser:
     rollback = actions.add_parser("rollback", help="point an alias back at the version it named before")
     rollback.add_argument("model")
     rollback.add_argument("alias", nargs="?", default="champion")
+    comparing = actions.add_parser("compare", help="champion and challenger on the labels that arrived, from the "
+                                                   "prediction, shadow and labels topics")
+    comparing.add_argument("--config", required=True, help="TOML configuration of the scorer")
+    comparing.add_argument("--png", help="also plot the metric over event time to this PNG")
     models.set_defaults(func=_models, config=None)
     return parser
 

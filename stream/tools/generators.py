@@ -35,6 +35,8 @@ FAULT_START_P = 0.02
 FAULT_END_P = 0.1
 FAULT_TEMPERATURE = 2.5  # degrees added during a fault
 FAULT_VIBRATION = 1.8  # factor on vibration during a fault
+# After a concept change, a fault raises pressure and humidity by this many noise sd instead.
+CONCEPT_FAULT_SD = 3.0
 # Market model: AR(1) log returns, so the last move says a little about the next.
 MARKET_AR = 0.3
 MARKET_VOL = 0.001
@@ -50,8 +52,15 @@ def sensor_events(
     start_ms: int | None = 1_700_000_000_000,
     drift_at: int | None = None,
     drift_sigma: float = 1.0,
+    concept_at: int | None = None,
 ) -> Iterator[Event]:
-    """Sensor readings of ``keys`` sensors; from event ``drift_at`` on, every mean shifts by ``drift_sigma`` noise sd."""
+    """Sensor readings of ``keys`` sensors; from event ``drift_at`` on, every mean shifts by ``drift_sigma`` noise sd.
+
+    From event ``concept_at`` on, the concept changes: a fault no longer
+    shows in temperature and vibration but in pressure and humidity
+    (``CONCEPT_FAULT_SD`` noise sd up), so a model trained before it misses
+    faults, while the share of faults stays the same.
+    """
     rng = np.random.default_rng(seed)
     base = {
         "temperature": rng.normal(60.0, 5.0, keys),
@@ -69,16 +78,20 @@ def sensor_events(
         shift = drift_sigma if drift_at is not None and i >= drift_at else 0.0
         temperature = base["temperature"][k] + noise[0] * SENSOR_NOISE["temperature"]
         vibration = base["vibration"][k] + noise[2] * SENSOR_NOISE["vibration"]
+        fault_shift = 0.0
         if fault[k]:
-            temperature += FAULT_TEMPERATURE
-            vibration *= FAULT_VIBRATION
+            if concept_at is not None and i >= concept_at:
+                fault_shift = CONCEPT_FAULT_SD
+            else:
+                temperature += FAULT_TEMPERATURE
+                vibration *= FAULT_VIBRATION
         record = {
             "sensor_id": names[k],
             "ts": clock.at(i),
             "temperature": float(temperature + shift * SENSOR_NOISE["temperature"]),
-            "pressure": float(base["pressure"][k] + (noise[1] + shift) * SENSOR_NOISE["pressure"]),
+            "pressure": float(base["pressure"][k] + (noise[1] + shift + fault_shift) * SENSOR_NOISE["pressure"]),
             "vibration": float(vibration + shift * SENSOR_NOISE["vibration"]),
-            "humidity": float(base["humidity"][k] + (noise[3] + shift) * SENSOR_NOISE["humidity"]),
+            "humidity": float(base["humidity"][k] + (noise[3] + shift + fault_shift) * SENSOR_NOISE["humidity"]),
         }
         yield record, int(fault[k])
 

@@ -6,12 +6,26 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import pytest
+from confluent_kafka import Producer
+
 from models import LocalModelStore, ModelArtifact
 from schemas import load_schema
-from stream.avro.codec import AvroCodec
+from stream.avro.codec import AvroCodec, AvroEncoder
+from stream.cli import main
+from stream.kafka.admin import ensure_topics
 from stream.runtime.wiring import build_service
+from stream.tools.compare import compare, read_outcomes
 from stream.tools.generators import sensor_events
-from tests.integration.helpers import live_feed, read_topic, service_config, unique, wait_until
+from tests.integration.helpers import (
+    live_feed,
+    produce,
+    read_topic,
+    service_config,
+    service_environ,
+    unique,
+    wait_until,
+)
 from tests.unit.test_lifecycle import variant
 
 PREDICTION = AvroCodec(load_schema("prediction"))
@@ -83,3 +97,48 @@ def test_promotion_refusal_and_rollback_while_events_flow_exactly_once(
         p = champion[(s["source_partition"], s["source_offset"])]
         assert p["model_version"] == "1" and p["score"] == s["score"]
     assert len({(s["source_partition"], s["source_offset"]) for s in shadow}) == len(shadow)
+
+
+def test_compare_judges_champion_and_challenger_on_the_same_labels(
+        kafka_bootstrap: str, small_model: ModelArtifact, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = LocalModelStore(tmp_path / "store")
+    store.register("fault", small_model.path)
+    store.register("fault", small_model.path)
+    store.set_alias("fault", "champion", "1")
+    store.set_alias("fault", "challenger", "2")
+    topic = unique("compare")
+    labels_topic = topic + "-labels"
+    pairs = list(sensor_events(3000, 30, seed=4))
+    positions = produce(kafka_bootstrap, topic, [r for r, _ in pairs], partitions=2)
+    ensure_topics({"bootstrap.servers": kafka_bootstrap}, {labels_topic: 1})
+    settings = {"model__store": str(store.root), "model__name": "fault", "model__challenger_alias": "challenger",
+                "model__shadow_topic": topic + "-shadow", "labels__topic": labels_topic, "batch__max_size": 100}
+    config = service_config(kafka_bootstrap, small_model.path, topic, **settings)
+    service = build_service(config)
+    # one label in two, so that "labelled" differs from "predictions"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    encoder = AvroEncoder(load_schema("label"))
+    for (partition, offset), (_, truth) in list(zip(positions, pairs))[::2]:
+        producer.produce(labels_topic, encoder.encode({"id": f"{topic}/{partition}/{offset}", "label": str(truth),
+                                                       "label_time": 0}))
+    assert producer.flush(30) == 0
+    service.run(max_events=len(pairs), idle_exit_seconds=20)
+
+    champion, challenger, truth = read_outcomes(config)
+    assert len(champion) == 3000 and len(truth) == 1500
+    result = compare(champion, challenger, truth)
+    rows = [(r["role"], r["version"], r["predictions"], r["labelled"]) for r in result.rows]
+    assert rows[0] == ("champion", "1", 3000, 1500) and rows[1][:2] == ("challenger", "2")
+    (paired,) = result.paired
+    # the same trees: the same accuracy on the same events, and full agreement
+    assert paired["version"] == "2" and paired["agreement"] == 1.0
+    assert paired["champion_metric"] == paired["challenger_metric"] > 0.8
+    # the command prints the table and plots
+    png = tmp_path / "compare.png"
+    environ = service_environ(kafka_bootstrap, small_model.path, topic, **settings)
+    with pytest.MonkeyPatch.context() as env:
+        for k, v in environ.items():
+            env.setenv(k, v)
+        assert main(["models", "compare", "--config", config.source, "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "champion    1" in out and "challenger 2" in out and png.stat().st_size > 10_000
