@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint docs venv broker-start broker-stop broker-status registry-start registry-stop clean drift-report bench-drift-cost bench-state bench chaos
+.PHONY: demo test test-unit lint docs venv broker-start broker-stop broker-status registry-start registry-stop clean drift-report bench-drift-cost bench-state bench chaos lifecycle
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
@@ -41,6 +41,9 @@ chaos: $(STAMP)  ## scorer kills, broker restarts, workers joining and dying: be
 
 bench-state: $(STAMP)  ## state changelog: restore time and memory for 100,000 keys, throughput with vs without
 	scripts/local-kafka with $(BIN)/python bench/state_cost.py
+
+lifecycle: $(STAMP)  ## drift, alarm, retrain, shadow, compare, promote on a live stream: bench/results/lifecycle.json + .png
+	scripts/local-kafka with $(BIN)/python bench/lifecycle.py
 
 venv: $(STAMP)
 

@@ -163,8 +163,8 @@ def _coerce(where: str, hint: Any, value: Any) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
+        if (value is None or value == "") and type(None) in args:
+            return None  # TOML has no null: an empty value unsets an optional key (from the environment too)
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(where, inner, value)
     if hint is bool:

@@ -68,7 +68,8 @@ def reference_markdown() -> str:
         textwrap.dedent(loader.__doc__ or "").strip().split("\n", 1)[1].strip(),
         "",
         "Every key below is optional; `[features]` is the one table a file must have "
-        "(see [features.md](features.md)). Unknown keys are refused at start-up with the key's name.",
+        "(see [features.md](features.md)). Unknown keys are refused at start-up with the key's name. "
+        "A key whose type says `or None` is unset by an empty value (`STREAMSCORE_MODEL__SHADOW_TOPIC=`).",
         "",
         f"`log_level` (top level): `DEBUG`, `INFO`, `WARNING` or `ERROR`; default `\"INFO\"`, "
         f"environment `{loader.ENV_PREFIX}LOG_LEVEL`.",

@@ -76,6 +76,7 @@ class ModelLifecycle:
         pause = time.perf_counter() - started
         self.last_swap_ms = pause * 1000.0
         self.metrics.swap_pause.observe(pause)
+        logger.info("swap took %.3f ms between two batches", self.last_swap_ms)
 
     def refused(self, role: str, version: str, reason: str) -> None:
         """Count a refused version (called from the watcher's thread; Prometheus counters are thread-safe)."""
