@@ -215,12 +215,13 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             time.sleep(0.2)
         time.sleep(LABEL_DELAY_S * 2)
         train_to = start_ms + int(feed.produced * 1000 / args.rate)
-        marks["retrained"] = train_to
+        marks["retraining: data until"] = train_to
         say(f"retraining on event times [{train_from}, {train_to}) of the input topic")
         trained = subprocess.run([*cli, "train", "--config", str(CONFIG), "--from-topics", "--from-time", str(train_from),
                                   "--to-time", str(train_to), "--register", name, "--store", str(store_dir),
                                   "--alias", "challenger"], env=env, capture_output=True, text=True, check=True)
         summary = json.loads(trained.stdout.strip().splitlines()[-1])
+        marks["challenger registered"] = start_ms + int(feed.produced * 1000 / args.rate)
         timeline["retrained_version"] = summary["version"]
         timeline["retrain_metrics"] = summary["metrics"]
         say(f"version {summary['version']} registered as challenger; held-out accuracy "
@@ -262,7 +263,7 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             "store": store_dir}
 
 
-def shadow_throughput(bootstrap: str, config_env: dict[str, str], store_dir: Path, events: int,
+def shadow_throughput(bootstrap: str, config_env: dict[str, str], store_dir: Path, name: str, events: int,
                       rounds: int) -> dict[str, Any]:
     """The same backlog scored with and without the challenger, alternating: events/s of each, and the ratio."""
     topic = f"lifecycle-backlog-{uuid.uuid4().hex[:8]}"
@@ -270,6 +271,9 @@ def shadow_throughput(bootstrap: str, config_env: dict[str, str], store_dir: Pat
     produce_events({"bootstrap.servers": bootstrap}, topic, sensor_events(events, 200, seed=3, rate=2000),
                    AvroEncoder(load_schema("sensor_reading")), "sensor_id", total=events, progress=say)
     results: dict[str, list[float]] = {"without": [], "with": []}
+    shadowed: dict[str, list[Any]] = {"without": [], "with": []}
+    LocalModelStore(store_dir).set_alias(name, "baseline", "1")
+    LocalModelStore(store_dir).set_alias(name, "challenger", "2")
     for round_no in range(rounds):
         for mode in (("without", "with") if round_no % 2 == 0 else ("with", "without")):
             summary = Path(tempfile.mkdtemp()) / "summary.json"
@@ -279,15 +283,20 @@ def shadow_throughput(bootstrap: str, config_env: dict[str, str], store_dir: Pat
                    "STREAMSCORE_MODEL__SHADOW_TOPIC": "", "STREAMSCORE_DRIFT__ENABLED": "false"}
             if mode == "without":
                 env["STREAMSCORE_MODEL__CHALLENGER_ALIAS"] = ""
+            env["STREAMSCORE_MODEL__ALIAS"] = "baseline"  # version 1; the challenger alias names version 2
             subprocess.run([sys.executable, "-m", "stream.cli", "run", "--config", str(CONFIG), "--max-events",
                             str(events), "--idle-exit-seconds", "20", "--summary-json", str(summary)],
                            env=env, check=True, capture_output=True)
-            eps = json.loads(summary.read_text())["throughput_eps"]
+            outcome = json.loads(summary.read_text())
+            eps = outcome["throughput_eps"]
             results[mode].append(eps)
-            say(f"backlog round {round_no + 1}/{rounds}, challenger {mode}: {eps:,.0f} events/s")
+            shadowed[mode].append(outcome.get("shadow", {}))
+            say(f"backlog round {round_no + 1}/{rounds}, challenger {mode}: {eps:,.0f} events/s "
+                f"{outcome.get('shadow', '')}")
     with_, without = statistics.median(results["with"]), statistics.median(results["without"])
     return {"events": events, "rounds": rounds, "eps_with_challenger": results["with"],
-            "eps_without_challenger": results["without"], "ratio": with_ / without}
+            "eps_without_challenger": results["without"], "ratio": with_ / without,
+            "shadow_counts_with_challenger": shadowed["with"]}
 
 
 def outcomes(found: dict[str, Any], args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
@@ -370,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
            "STREAMSCORE_MODEL__STORE": str(found["store"]), "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": "lifecycle-dlq"}
     say(f"shadow cost: {args.backlog:,} events, {args.rounds} rounds with and without the challenger")
-    throughput = shadow_throughput(bootstrap, env, found["store"], args.backlog, args.rounds)
+    throughput = shadow_throughput(bootstrap, env, found["store"], found["config"].model.name, args.backlog,
+                                   args.rounds)
     timeline = found["timeline"]
     result = {
         "events": args.events, "rate": args.rate, "drift_at": args.drift_at, "metric_name": "accuracy",

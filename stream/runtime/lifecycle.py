@@ -17,6 +17,7 @@ from stream.config import ModelConfig
 from stream.pipeline.processor import BatchProcessor
 from stream.pipeline.shadow import Shadow
 from stream.runtime.metrics import ServiceMetrics
+from stream.runtime.stats import RunStats
 from stream.runtime.versions import CHALLENGER, CHAMPION, VersionWatcher
 
 __all__ = ["ModelLifecycle"]
@@ -118,6 +119,14 @@ class ModelLifecycle:
                         challenger_value, champion_value)
             self._promotion_asked_for = challenger
             self.watcher.request_promotion()
+
+    def record(self, stats: RunStats) -> None:
+        """The run's swaps and challenger counts, for the end-of-run summary."""
+        stats.model_swaps = self.swaps
+        if self.shadow is not None:
+            stats.shadow = {version: {"batches": s.batches, "skipped": s.skipped, "failed": s.failed,
+                                      "events": s.events, "agreement": round(s.agreement, 4) if s.events else None}
+                            for version, s in self.shadow.stats.items()}
 
     def _model_info(self, scorer: BatchScorer) -> None:
         a = scorer.artifact

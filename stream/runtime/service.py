@@ -158,6 +158,8 @@ class ScoringService:
                     break
             self._hand_over()
             self.source.commit_pending()
+            if self.lifecycle is not None:
+                self.lifecycle.record(self.stats)
         logger.info("stopped: %s", self.stats.summary())
         return self.stats
 

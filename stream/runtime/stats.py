@@ -27,6 +27,9 @@ class RunStats:
     # event time -> the service seeing its batch acknowledged, milliseconds, one per prediction
     latencies_ms: array = field(default_factory=lambda: array("d"))
     drift_alarms: int = 0
+    # per challenger version: batches scored, skipped (busy), failed; events; agreement
+    shadow: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    model_swaps: int = 0
 
     def record_acks(self, event_times_ms: np.ndarray, now: float) -> np.ndarray:
         """Count a batch's predictions acknowledged at ``now``; returns their latencies in ms."""
@@ -67,4 +70,6 @@ class RunStats:
             "drift_alarms": self.drift_alarms,
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat is not None else None,
             "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if lat is not None else None,
+            "model_swaps": self.model_swaps,
+            **({"shadow": self.shadow} if self.shadow else {}),
         }

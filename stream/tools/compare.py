@@ -125,12 +125,12 @@ def compare(champion: dict[str, Outcome], challenger: dict[str, Outcome], truth:
 
 
 def metric_over_time(outcomes: Iterable[Outcome], events: Iterable[str], truth: dict[str, Any], task: str,
-                     bin_ms: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bin start times in ms, metric per bin) over the labelled ``events`` of ``outcomes``."""
+                     bin_ms: int, origin_ms: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(bin start times in ms, metric per bin of ``bin_ms`` from ``origin_ms``) over the labelled ``events``."""
     bins: dict[int, list[float]] = defaultdict(list)
     for o, e in zip(outcomes, events):
         if e in truth:
-            bins[o.event_time // bin_ms * bin_ms].append(_error(o, truth[e], task))
+            bins[(o.event_time - origin_ms) // bin_ms * bin_ms + origin_ms].append(_error(o, truth[e], task))
     starts = np.array(sorted(bins), dtype=np.int64)
     values = np.array([np.mean(bins[s]) for s in starts.tolist()])
     return starts, (1.0 - values if task == "classification" else values)
@@ -153,12 +153,13 @@ def plot_comparison(champion: dict[str, Outcome], challenger: dict[str, Outcome]
         versions = sorted({o.version for o in outcomes.values()})
         for version in versions:
             events = [e for e, o in outcomes.items() if o.version == version]
-            starts, values = metric_over_time([outcomes[e] for e in events], events, truth, task, bin_ms)
+            starts, values = metric_over_time([outcomes[e] for e in events], events, truth, task, bin_ms, t0)
             if len(starts):
                 ax.plot((starts - t0) / 1000.0, values, style, marker=".", label=f"{name}: version {version}")
     for i, (label, at_ms) in enumerate(sorted((marks or {}).items(), key=lambda kv: kv[1])):
         ax.axvline((at_ms - t0) / 1000.0, color=f"C{i + 4}", linestyle=":", linewidth=1.5)
-        ax.annotate(label, ((at_ms - t0) / 1000.0, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+        ax.annotate(label, ((at_ms - t0) / 1000.0, 0.03 + 0.3 * (i % 3)), xycoords=("data", "axes fraction"),
+                    rotation=90,
                     fontsize=8, color=f"C{i + 4}", ha="right", va="bottom")
     ax.set_xlabel("event time (s from the first event)")
     ax.set_ylabel("accuracy on labelled events" if task == "classification" else "mean absolute error")
