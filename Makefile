@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint docs venv broker-start broker-stop broker-status registry-start registry-stop clean drift-report bench-drift-cost bench-state bench chaos lifecycle
+.PHONY: demo test test-unit lint docs venv broker-start broker-stop broker-status registry-start registry-stop clean drift-report bench-drift-cost bench-state bench chaos lifecycle mlflow-extra
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
@@ -46,6 +46,9 @@ lifecycle: $(STAMP)  ## drift, alarm, retrain, shadow, compare, promote on a liv
 	scripts/local-kafka with $(BIN)/python bench/lifecycle.py
 
 venv: $(STAMP)
+
+mlflow-extra: $(STAMP)  ## the optional MLflow registry backend (~850 MB): its integration test runs once it is installed
+	$(BIN)/python -m pip install --quiet -e '.[mlflow]'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

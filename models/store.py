@@ -19,12 +19,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from models.artifact import MANIFEST_FILE, MODEL_FILE, file_sha256
 from models.exceptions import ModelStoreError, UnknownAliasError
 
-__all__ = ["ALIASES_FILE", "LocalModelStore", "StoredVersion"]
+__all__ = ["ALIASES_FILE", "LocalModelStore", "ModelStore", "StoredVersion", "check_name", "open_store", "read_manifest"]
 
 ALIASES_FILE = "aliases.json"
 # Names of models, versions and aliases: safe as folder names everywhere.
@@ -41,6 +41,22 @@ class StoredVersion:
     version: str
     path: Path
     manifest: dict[str, Any]
+
+
+class ModelStore(Protocol):
+    """What every store offers: the local folder and the MLflow registry."""
+
+    root: Path
+
+    def models(self) -> list[str]: ...
+    def versions(self, model: str) -> list[StoredVersion]: ...
+    def version(self, model: str, version: str) -> StoredVersion: ...
+    def register(self, model: str, source: Path | str, version: str | None = None) -> StoredVersion: ...
+    def aliases(self, model: str) -> dict[str, str]: ...
+    def resolve(self, model: str, alias: str) -> StoredVersion: ...
+    def set_alias(self, model: str, alias: str, version: str) -> StoredVersion: ...
+    def promote(self, model: str, source: str = "challenger", target: str = "champion") -> StoredVersion: ...
+    def rollback(self, model: str, alias: str = "champion") -> StoredVersion: ...
 
 
 class LocalModelStore:
@@ -64,7 +80,7 @@ class LocalModelStore:
 
     def version(self, model: str, version: str) -> StoredVersion:
         """One version; ModelStoreError naming what exists when it does not."""
-        _check_name(version, "version")
+        check_name(version, "version")
         path = self._model_folder(model) / version
         if not path.is_dir():
             known = ", ".join(v.version for v in self.versions(model)) or "none"
@@ -77,9 +93,9 @@ class LocalModelStore:
         The artifact's sha256 is checked first, and the manifest's name and
         version are set to the store's, so that predictions name what the store calls it.
         """
-        _check_name(model, "model")
+        check_name(model, "model")
         source = Path(source)
-        manifest = _manifest(source)
+        manifest = read_manifest(source)
         actual = file_sha256(source / MODEL_FILE)
         if manifest.get("sha256") != actual:
             raise ModelStoreError(f"{source}: the sha256 of {MODEL_FILE} is {actual}, the manifest says "
@@ -89,7 +105,7 @@ class LocalModelStore:
         if version is None:
             numbers = [int(v.version) for v in self.versions(model) if v.version.isdigit()]
             version = str(max(numbers, default=0) + 1)
-        _check_name(version, "version")
+        check_name(version, "version")
         if (folder / version).exists():
             raise ModelStoreError(f"model {model!r} already has a version {version!r}: versions are immutable")
         partial = Path(tempfile.mkdtemp(prefix=_PARTIAL_PREFIX, dir=folder))
@@ -109,7 +125,7 @@ class LocalModelStore:
 
     def resolve(self, model: str, alias: str) -> StoredVersion:
         """The version ``alias`` points to; ModelStoreError naming the aliases that exist when it is unknown."""
-        _check_name(alias, "alias")
+        check_name(alias, "alias")
         entries = self._aliases(model)
         if alias not in entries:
             known = ", ".join(sorted(entries)) or "none"
@@ -123,7 +139,7 @@ class LocalModelStore:
 
     def set_alias(self, model: str, alias: str, version: str) -> StoredVersion:
         """Point ``alias`` at ``version`` (which must exist); the version it named before is remembered."""
-        _check_name(alias, "alias")
+        check_name(alias, "alias")
         target = self.version(model, version)
         entries = self._aliases(model)
         entry = entries.get(alias, {"version": None, "previous": []})
@@ -152,7 +168,7 @@ class LocalModelStore:
         return self.version(model, version)
 
     def _model_folder(self, model: str) -> Path:
-        _check_name(model, "model")
+        check_name(model, "model")
         folder = self.root / model
         if not folder.is_dir():
             raise ModelStoreError(f"no model {model!r} in the store at {self.root} "
@@ -160,7 +176,7 @@ class LocalModelStore:
         return folder
 
     def _read(self, model: str, path: Path) -> StoredVersion:
-        return StoredVersion(model, path.name, path, _manifest(path))
+        return StoredVersion(model, path.name, path, read_manifest(path))
 
     def _aliases(self, model: str) -> dict[str, dict[str, Any]]:
         path = self._model_folder(model) / ALIASES_FILE
@@ -177,7 +193,18 @@ class LocalModelStore:
         os.replace(temp, folder / ALIASES_FILE)
 
 
-def _manifest(folder: Path) -> dict[str, Any]:
+def open_store(location: str | Path) -> ModelStore:
+    """The store at ``location``: an MLflow registry for an ``http(s)://`` tracking URI, else a local folder."""
+    text = str(location)
+    if text.startswith(("http://", "https://")):
+        from models.mlflow_store import MlflowModelStore
+
+        return MlflowModelStore(text)
+    return LocalModelStore(location)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of the artifact in ``folder``; ModelStoreError unless it has a model file and a manifest."""
     path = folder / MANIFEST_FILE
     if not (folder / MODEL_FILE).is_file() or not path.is_file():
         raise ModelStoreError(f"{folder} is not a model artifact: it needs {MODEL_FILE} and {MANIFEST_FILE}")
@@ -195,7 +222,8 @@ def _json_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_name(name: str, what: str) -> None:
+def check_name(name: str, what: str) -> None:
+    """ModelStoreError unless ``name`` is safe as a folder name everywhere."""
     if not _NAME.match(name):
         raise ModelStoreError(f"{what} name {name!r} must be letters, digits, '.', '_' or '-' (at most 128)")
 

@@ -162,9 +162,9 @@ def _train(args: argparse.Namespace, config: ServiceConfig | None) -> int:
         summary: dict[str, Any] = {"model": artifact.name, "version": artifact.version, "path": str(artifact.path),
                                    "metrics": artifact.manifest["metrics"]}
         if args.register is not None:
-            from models import LocalModelStore
+            from models.store import open_store
 
-            store = LocalModelStore(args.store)
+            store = open_store(args.store)
             stored = store.register(args.register, out)
             if args.alias:
                 store.set_alias(args.register, args.alias, stored.version)
@@ -245,11 +245,11 @@ def _simulate(args: argparse.Namespace, config: ServiceConfig | None) -> int:
 
 def _models(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     """``streamscore models ...``: versions and aliases in a model store."""
-    from models import LocalModelStore
+    from models.store import open_store
 
     if args.action == "compare":
         return _compare(args, config)
-    store = LocalModelStore(args.store)
+    store = open_store(args.store)
     if args.action == "list":
         names = [args.model] if args.model else store.models()
         for name in names:
@@ -331,7 +331,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--from-time", help="--from-topics: first event time (epoch ms or ISO 8601)")
     train.add_argument("--to-time", help="--from-topics: stop before this event time (epoch ms or ISO 8601)")
     train.add_argument("--register", metavar="MODEL", help="register the trained artifact as a new version of MODEL")
-    train.add_argument("--store", default="artifacts/store", help="--register: the store's folder")
+    train.add_argument("--store", default="artifacts/store", help="--register: the store (a folder or an MLflow URI)")
     train.add_argument("--alias", help="--register: point this alias (say, challenger) at the new version")
     train.set_defaults(func=_train)
 
@@ -364,7 +364,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_simulate)
 
     models = sub.add_parser("models", help="versions and aliases in a model store")
-    models.add_argument("--store", default="artifacts/store", help="the store's folder (default artifacts/store)")
+    models.add_argument("--store", default="artifacts/store",
+                        help="the store: a folder (default artifacts/store), or an MLflow tracking URI (http://...)")
     actions = models.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="every version, its sha256 and its aliases")
     listing.add_argument("model", nargs="?", help="one model only")

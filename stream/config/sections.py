@@ -218,9 +218,10 @@ class ModelConfig:
     # Predict HistGradientBoosting models with the compiled tree kernel
     # (models/trees.py; same outputs bit for bit); false keeps scikit-learn's.
     compiled: bool = True
-    # A model store folder (streamscore models register writes one). With it,
-    # the scorer loads version `alias` of model `name` from the store instead
-    # of `path`, and follows the alias while it runs.
+    # A model store: a folder (streamscore models register writes one), or an
+    # MLflow tracking server's URI (http://host:port; pip install
+    # 'streamscore[mlflow]'). With it, the scorer loads version `alias` of
+    # model `name` from the store instead of `path`, and follows the alias.
     store: str | None = None
     # The model's name in the store.
     name: str | None = None

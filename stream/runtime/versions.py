@@ -39,7 +39,7 @@ MAX_BACKOFF_FACTOR = 16
 
 
 class ModelSource(Protocol):
-    """A model store as the watcher uses it (LocalModelStore, or the MLflow registry)."""
+    """A model store as the watcher uses it (the local folder, or the MLflow registry)."""
 
     def resolve(self, model: str, alias: str) -> StoredVersion: ...
 

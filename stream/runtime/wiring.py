@@ -6,11 +6,12 @@ import logging
 from pathlib import Path
 
 from features import FeatureStore
-from models import BatchScorer, LocalModelStore, ModelArtifact, ModelStoreError
+from models import BatchScorer, ModelArtifact, ModelStoreError
 from models.checks import load_checked
 from models.drift import DriftMonitor
 from models.labels import LabelJoiner
 from models.scorer import limit_model_threads
+from models.store import ModelStore, open_store
 from schemas import load_schema
 from stream.avro.codec import AvroCodec, AvroEncoder, SchemaSource
 from stream.config import ServiceConfig, read_schema
@@ -134,8 +135,13 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     return service
 
 
-def _model_store(config: ServiceConfig) -> LocalModelStore | None:
-    return LocalModelStore(config.model.store) if config.model.store is not None else None
+def _model_store(config: ServiceConfig) -> ModelStore | None:
+    if config.model.store is None:
+        return None
+    try:
+        return open_store(config.model.store)
+    except ModelStoreError as exc:
+        raise ConfigError(f"model.store: {exc}") from exc
 
 
 def _load(config: ServiceConfig, path: Path, running: BatchScorer | None = None) -> BatchScorer:
@@ -144,7 +150,7 @@ def _load(config: ServiceConfig, path: Path, running: BatchScorer | None = None)
                         running=running, compiled=config.model.compiled)
 
 
-def _first_scorer(config: ServiceConfig, store: LocalModelStore | None) -> BatchScorer:
+def _first_scorer(config: ServiceConfig, store: ModelStore | None) -> BatchScorer:
     """The model to start with: ``model.path``, or the version ``model.alias`` names in the store."""
     model = config.model
     if store is None:
@@ -171,7 +177,7 @@ def _shadow(config: ServiceConfig, schema_source: SchemaSource | None) -> Shadow
                                                     role=config.model.challenger_alias))
 
 
-def _lifecycle(config: ServiceConfig, store: LocalModelStore | None, processor: BatchProcessor,
+def _lifecycle(config: ServiceConfig, store: ModelStore | None, processor: BatchProcessor,
                metrics: ServiceMetrics, shadow: Shadow | None) -> ModelLifecycle:
     """Alias following (unless the model is a fixed path or pinned by sha256) and the challenger's metrics."""
     model = config.model

@@ -139,3 +139,52 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, every_
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(every_s)
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on loopback: sqlite backend store and local artifact root under ``folder``.
+
+    ``stop`` and ``start`` again keep its data (the sqlite file and the
+    artifacts) and its port, as a restarted registry server would.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        import socket
+
+        self.folder = folder
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: Any = None
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        import shutil
+        import subprocess
+        import urllib.request
+
+        executable = shutil.which("mlflow", path=str(Path(__import__("sys").executable).parent))
+        assert executable is not None, "mlflow is not installed (make mlflow-extra)"
+        self._log = (self.folder / "server.log").open("a")
+        self._process = subprocess.Popen(
+            [executable, "server", "--backend-store-uri", f"sqlite:///{self.folder / 'registry.sqlite'}",
+             "--default-artifact-root", str(self.folder / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1"],
+            stdout=self._log, stderr=self._log, start_new_session=True)
+
+        def healthy() -> bool:
+            if self._process.poll() is not None:
+                raise AssertionError(f"mlflow server exited: {(self.folder / 'server.log').read_text()[-2000:]}")
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                return response.status == 200
+
+        wait_until(healthy, timeout_s, "the MLflow server's /health")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            self._process.wait(30)
+        self._process = None
