@@ -30,6 +30,7 @@ def load_checked(
     expected_sha256: str | None = None,
     running: BatchScorer | None = None,
     compiled: bool = True,
+    allow_joblib: bool = True,
 ) -> BatchScorer:
     """A scorer for the artifact in ``directory``, after the artifact's checks and a probe batch.
 
@@ -37,7 +38,7 @@ def load_checked(
     of output: same task and same classes, since the output encoder and the
     label join are built for them.
     """
-    artifact = ModelArtifact.load(directory, spec, schema_fingerprint, expected_sha256)
+    artifact = ModelArtifact.load(directory, spec, schema_fingerprint, expected_sha256, allow_joblib)
     scorer = BatchScorer(artifact, compiled=compiled)
     if running is not None and scorer.classes != running.classes:
         raise ModelLoadError(

@@ -28,7 +28,7 @@ class ModelLoadError(ModelError):
     """The model artifact cannot be used: missing files, sha256 mismatch, wrong features.
 
     ``reason`` is a short, stable word for metrics: ``unreadable``, ``sha256``,
-    ``features``, ``schema``, ``classes`` or ``probe``.
+    ``features``, ``schema``, ``classes``, ``probe`` or ``unsafe``.
     """
 
     def __init__(self, message: str, reason: str = "unreadable") -> None:

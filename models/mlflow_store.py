@@ -1,6 +1,6 @@
 """The MLflow Model Registry as a model store: registered models, numbered versions, aliases.
 
-Each version's files are a streamscore artifact (``model.joblib`` and
+Each version's files are a streamscore artifact (the model file and
 ``manifest.json``), logged as the artifacts of an MLflow run and registered
 as a model version whose source is that folder; ``models:/<name>@<alias>``
 names what an alias points to. A version is downloaded once into a local
@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from models.artifact import MANIFEST_FILE, MODEL_FILE, file_sha256
+from models.artifact import MANIFEST_FILE
 from models.exceptions import ModelStoreError, ModelStoreUnavailableError, UnknownAliasError
-from models.store import StoredVersion, check_name, read_manifest
+from models.store import StoredVersion, check_name, checked_source, read_manifest
 
 __all__ = ["MlflowModelStore"]
 
@@ -102,11 +102,8 @@ class MlflowModelStore:
         if version is not None:
             raise ModelStoreError("the MLflow registry numbers versions itself: leave out --version")
         source = Path(source)
-        manifest = read_manifest(source)
-        actual = file_sha256(source / MODEL_FILE)
-        if manifest.get("sha256") != actual:
-            raise ModelStoreError(f"{source}: the sha256 of {MODEL_FILE} is {actual}, the manifest says "
-                                  f"{manifest.get('sha256')}: refusing to register a changed artifact")
+        manifest, _ = checked_source(source)
+        actual = str(manifest["sha256"])
         def log() -> Any:
             experiment = self.client.get_experiment_by_name(EXPERIMENT)
             experiment_id = (experiment.experiment_id if experiment is not None

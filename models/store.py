@@ -1,7 +1,7 @@
 """A model store on a local folder: named, immutable versions and movable aliases.
 
 Layout: ``<root>/<model>/<version>/`` holds an artifact as ``ModelArtifact``
-writes it (``model.joblib`` and ``manifest.json`` with its sha256), copied
+writes it (``model.skops`` or ``model.joblib``, and ``manifest.json`` with its sha256), copied
 in once and never changed; ``<root>/<model>/aliases.json`` maps each alias
 (``champion``, ``challenger``) to a version, with the versions it pointed to
 before (for ``rollback``). The aliases file is written to a temporary file
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from models.artifact import MANIFEST_FILE, MODEL_FILE, file_sha256
-from models.exceptions import ModelStoreError, UnknownAliasError
+from models.artifact import MANIFEST_FILE, file_sha256, model_file
+from models.exceptions import ModelLoadError, ModelStoreError, UnknownAliasError
 
-__all__ = ["ALIASES_FILE", "LocalModelStore", "ModelStore", "StoredVersion", "check_name", "open_store", "read_manifest"]
+__all__ = ["ALIASES_FILE", "LocalModelStore", "ModelStore", "StoredVersion", "check_name", "checked_source", "open_store", "read_manifest"]
 
 ALIASES_FILE = "aliases.json"
 # Names of models, versions and aliases: safe as folder names everywhere.
@@ -95,11 +95,7 @@ class LocalModelStore:
         """
         check_name(model, "model")
         source = Path(source)
-        manifest = read_manifest(source)
-        actual = file_sha256(source / MODEL_FILE)
-        if manifest.get("sha256") != actual:
-            raise ModelStoreError(f"{source}: the sha256 of {MODEL_FILE} is {actual}, the manifest says "
-                                  f"{manifest.get('sha256')}: refusing to register a changed artifact")
+        manifest, model_name = checked_source(source)
         folder = self.root / model
         folder.mkdir(parents=True, exist_ok=True)
         if version is None:
@@ -110,7 +106,7 @@ class LocalModelStore:
             raise ModelStoreError(f"model {model!r} already has a version {version!r}: versions are immutable")
         partial = Path(tempfile.mkdtemp(prefix=_PARTIAL_PREFIX, dir=folder))
         try:
-            shutil.copy2(source / MODEL_FILE, partial / MODEL_FILE)
+            shutil.copy2(source / model_name, partial / model_name)
             (partial / MANIFEST_FILE).write_text(json.dumps({**manifest, "name": model, "version": version},
                                                             indent=2, sort_keys=True) + "\n")
             os.rename(partial, folder / version)
@@ -204,11 +200,29 @@ def open_store(location: str | Path) -> ModelStore:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of the artifact in ``folder``; ModelStoreError unless it has a model file and a manifest."""
+    """The manifest of the artifact in ``folder``; ModelStoreError unless it has a manifest and its model file."""
     path = folder / MANIFEST_FILE
-    if not (folder / MODEL_FILE).is_file() or not path.is_file():
-        raise ModelStoreError(f"{folder} is not a model artifact: it needs {MODEL_FILE} and {MANIFEST_FILE}")
-    return _json_object(path)
+    if not path.is_file():
+        raise ModelStoreError(f"{folder} is not a model artifact: it has no {MANIFEST_FILE}")
+    manifest = _json_object(path)
+    try:
+        name = model_file(manifest)
+    except ModelLoadError as exc:
+        raise ModelStoreError(f"{path}: {exc}") from exc
+    if not (folder / name).is_file():
+        raise ModelStoreError(f"{folder} is not a model artifact: its manifest names {name}, which is missing")
+    return manifest
+
+
+def checked_source(source: Path) -> tuple[dict[str, Any], str]:
+    """An artifact about to be registered: its manifest and model file name, after checking the file's sha256."""
+    manifest = read_manifest(source)
+    name = model_file(manifest)
+    actual = file_sha256(source / name)
+    if manifest.get("sha256") != actual:
+        raise ModelStoreError(f"{source}: the sha256 of {name} is {actual}, the manifest says "
+                              f"{manifest.get('sha256')}: refusing to register a changed artifact")
+    return manifest, name
 
 
 def _json_object(path: Path) -> dict[str, Any]:

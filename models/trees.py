@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["CompiledTrees", "compile_trees"]
+__all__ = ["CompiledTrees", "check_tree_nodes", "compile_trees"]
 
 
 # Rows walked together through one tree: independent walks overlap in the
@@ -168,3 +168,59 @@ def compile_trees(model: Any) -> CompiledTrees | None:
     if any(nodes["is_categorical"].any() for nodes in trees) or sum(map(len, trees)) >= 2**31:
         return None
     return CompiledTrees(estimator)
+
+
+def check_tree_nodes(model: Any, n_features: int) -> None:
+    """Raise ValueError unless every HistGradientBoosting tree in ``model`` is safe to walk.
+
+    scikit-learn's predictor, and the kernel above, follow each node's child
+    and feature indices without bounds checks. Here, before either runs: the
+    node array has scikit-learn's record type; every split node's feature
+    index is below the model's feature count (which must be ``n_features``)
+    and its children come after it and inside the array (so every walk ends
+    at a leaf); no split is categorical (their bitsets would be indexed too);
+    thresholds are not NaN and leaf values are finite. A model that is not a
+    HistGradientBoosting estimator (or a one-step pipeline of one) passes
+    untouched.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+    from sklearn.pipeline import Pipeline
+
+    estimators = [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
+    for estimator in estimators:
+        if not isinstance(estimator, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+            continue
+        if int(estimator.n_features_in_) != n_features:
+            raise ValueError(f"the model takes {estimator.n_features_in_} features, its manifest names {n_features}")
+        per_iteration = int(estimator.n_trees_per_iteration_)
+        for i, trees in enumerate(estimator._predictors):
+            if len(trees) != per_iteration:
+                raise ValueError(f"iteration {i} has {len(trees)} trees, expected {per_iteration}")
+            for tree in trees:
+                if type(tree) is not TreePredictor:
+                    raise ValueError(f"iteration {i} holds a {type(tree).__name__}, not a TreePredictor")
+                _check_nodes(tree.nodes, n_features, PREDICTOR_RECORD_DTYPE, i)
+
+
+def _check_nodes(nodes: Any, n_features: int, dtype: Any, iteration: int) -> None:
+    if not isinstance(nodes, np.ndarray) or nodes.dtype != dtype or nodes.ndim != 1 or len(nodes) == 0:
+        raise ValueError(f"a tree of iteration {iteration} has no node array of scikit-learn's record type")
+    n = len(nodes)
+    split = nodes["is_leaf"] == 0
+    index = np.arange(n)
+    where = f"a tree of iteration {iteration}"
+    if np.any(nodes["is_categorical"][split] != 0):
+        raise ValueError(f"{where} has categorical splits, which this check does not cover")
+    feature = nodes["feature_idx"][split]
+    if np.any(feature < 0) or np.any(feature >= n_features):
+        raise ValueError(f"{where} splits on a feature index outside [0, {n_features})")
+    for child in ("left", "right"):
+        c = nodes[child][split].astype(np.int64)
+        if np.any(c <= index[split]) or np.any(c >= n):
+            raise ValueError(f"{where} has a {child} child outside the nodes after its parent")
+    if np.any(np.isnan(nodes["num_threshold"][split])):
+        raise ValueError(f"{where} has a NaN threshold")
+    if not np.all(np.isfinite(nodes["value"][~split])):
+        raise ValueError(f"{where} has a non-finite leaf value")

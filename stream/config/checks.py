@@ -126,6 +126,8 @@ def _base_type(avro_type: Any) -> str:
 
 def _check_model(config: ServiceConfig) -> None:
     model = config.model
+    if config.training.format not in ("skops", "joblib"):
+        raise ConfigError(f"training.format must be 'skops' or 'joblib', got {config.training.format!r}")
     if model.store is not None and not model.name:
         raise ConfigError("model.store is set but model.name is not: name the model to load from the store")
     if model.store is None:

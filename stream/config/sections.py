@@ -209,7 +209,7 @@ class ValidationConfig:
 class ModelConfig:
     """Where the model artifact directory is, and how many threads its calls may use."""
 
-    # The model artifact directory: model.joblib and manifest.json (streamscore train --out writes one).
+    # The model artifact directory: the model file and manifest.json (streamscore train --out writes one).
     path: str = "artifacts/model"
     # OpenMP/BLAS threads for model calls (threadpoolctl). One leaves the other
     # core to librdkafka and the broker; several threads on two shared cores
@@ -218,6 +218,9 @@ class ModelConfig:
     # Predict HistGradientBoosting models with the compiled tree kernel
     # (models/trees.py; same outputs bit for bit); false keeps scikit-learn's.
     compiled: bool = True
+    # Load joblib (pickle) model files; false accepts only skops files, so a
+    # model store or folder that someone else can write cannot run code here.
+    allow_joblib: bool = True
     # A model store: a folder (streamscore models register writes one), or an
     # MLflow tracking server's URI (http://host:port; pip install
     # 'streamscore[mlflow]'). With it, the scorer loads version `alias` of
@@ -269,6 +272,10 @@ class TrainingConfig:
     label_field: str = "label"
     # "classification" (predict_proba, one probability per class) or "regression" (predict).
     task: str = "classification"
+    # The model file: "skops" (loads only allowed types; HistGradientBoosting's
+    # trees are bounds-checked at load) or "joblib" (a pickle: load it only
+    # from a trusted source).
+    format: str = "skops"
     # The scikit-learn estimator: "hist_gradient_boosting", or "logistic_regression" (Ridge for regression).
     estimator: str = "hist_gradient_boosting"
     # Keyword arguments for the estimator, passed through.

@@ -147,7 +147,7 @@ def _model_store(config: ServiceConfig) -> ModelStore | None:
 def _load(config: ServiceConfig, path: Path, running: BatchScorer | None = None) -> BatchScorer:
     """A version loaded and checked (sha256, pin, features, schema, classes, probe)."""
     return load_checked(path, config.features, config.schema_fingerprint, expected_sha256=config.model.sha256,
-                        running=running, compiled=config.model.compiled)
+                        running=running, compiled=config.model.compiled, allow_joblib=config.model.allow_joblib)
 
 
 def _first_scorer(config: ServiceConfig, store: ModelStore | None) -> BatchScorer:

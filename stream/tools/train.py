@@ -111,7 +111,7 @@ def train_and_save(config: ServiceConfig, features: np.ndarray, labels: list[Any
         },
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    artifact = ModelArtifact.save(out_dir, model, manifest)
+    artifact = ModelArtifact.save(out_dir, model, manifest, t.format)
     logger.info("wrote model %s %s to %s: %s", t.name, t.version, out_dir, trained.metrics)
     return artifact
 

@@ -41,9 +41,10 @@ class Raising:
 
 
 def variant(small_model: ModelArtifact, folder: Path, model: Any = None, **manifest: Any) -> Path:
-    """A copy of the small model's artifact, with another model object or manifest entries."""
+    """A copy of the small model's artifact, with another model object (saved as joblib) or manifest entries."""
+    model_format = small_model.manifest["model_format"] if model is None else "joblib"
     ModelArtifact.save(folder, model if model is not None else small_model.model,
-                       {k: v for k, v in {**small_model.manifest, **manifest}.items() if k != "sha256"})
+                       {k: v for k, v in {**small_model.manifest, **manifest}.items() if k != "sha256"}, model_format)
     return folder
 
 
@@ -85,11 +86,12 @@ def test_each_check_refuses_with_its_reason(small_config: ServiceConfig, small_m
 
     # a manifest rewritten together with its model passes the manifest's sha256, not a pin
     rewritten = variant(small_model, tmp_path / "r", params={"changed": True})
-    assert load_checked(rewritten, spec, fp).artifact.manifest["sha256"] == small_model.manifest["sha256"]
-    with (rewritten / "model.joblib").open("ab") as f:
+    assert load_checked(rewritten, spec, fp).artifact.manifest["params"] == {"changed": True}
+    model_file = rewritten / small_model.manifest["artifact"]
+    with model_file.open("ab") as f:
         f.write(b"\0")
     manifest = json.loads((rewritten / "manifest.json").read_text())
-    manifest["sha256"] = file_sha256(rewritten / "model.joblib")
+    manifest["sha256"] = file_sha256(model_file)
     (rewritten / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelLoadError, match=r"model\.sha256 pins") as info:
         load_checked(rewritten, spec, fp, expected_sha256=small_model.manifest["sha256"])

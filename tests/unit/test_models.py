@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 
 from features import FeatureSpec, WindowSpec, compute_features
 from models import BatchScorer, ModelArtifact, ModelLoadError, TrainingError, train_model
+from models.artifact import file_sha256
 from stream.config import ServiceConfig
 from stream.tools.generators import sensor_events
 
@@ -40,7 +43,7 @@ def test_manifest_describes_the_model(small_model: ModelArtifact, small_config: 
 def test_loading_refuses_a_changed_model_file(small_model: ModelArtifact, tmp_path: Path) -> None:
     copy = tmp_path / "m"
     shutil.copytree(small_model.path, copy)
-    with (copy / "model.joblib").open("ab") as f:
+    with (copy / small_model.manifest["artifact"]).open("ab") as f:
         f.write(b"\x00")
     with pytest.raises(ModelLoadError, match=r"sha256 of .* is [0-9a-f]{64}, the manifest says"):
         ModelArtifact.load(copy)
@@ -115,3 +118,54 @@ def test_training_errors_are_clear(kwargs: dict, message: str) -> None:
 def test_one_class_is_refused() -> None:
     with pytest.raises(TrainingError, match="one class"):
         train_model(np.zeros((100, 2)), np.zeros(100), "classification", "logistic_regression", {})
+
+
+def test_skops_artifacts_load_only_allowed_types_and_checked_trees(small_model: ModelArtifact, tmp_path: Path) -> None:
+    import skops.io
+
+    assert small_model.manifest["artifact"] == "model.skops" and small_model.manifest["model_format"] == "skops"
+    # a joblib artifact loads only when pickles are allowed
+    pickled = ModelArtifact.save(tmp_path / "pickled", small_model.model, small_model.manifest, "joblib")
+    assert (pickled.path / "model.joblib").is_file()
+    ModelArtifact.load(pickled.path)
+    with pytest.raises(ModelLoadError, match="allow_joblib is false") as info:
+        ModelArtifact.load(pickled.path, allow_joblib=False)
+    assert info.value.reason == "unsafe"
+
+    # a file written by someone else, whose tree sends a walk past the end of its nodes: refused at load
+    crafted = copy.deepcopy(small_model.model)
+    nodes = crafted.steps[-1][1]._predictors[3][0].nodes
+    split = np.flatnonzero(nodes["is_leaf"] == 0)[0]
+    nodes["left"][split] = len(nodes) + 1000
+    evil = tmp_path / "evil"
+    shutil.copytree(small_model.path, evil)
+    skops.io.dump(crafted, evil / "model.skops")
+    manifest = json.loads((evil / "manifest.json").read_text())
+    (evil / "manifest.json").write_text(json.dumps({**manifest, "sha256": file_sha256(evil / "model.skops")}))
+    with pytest.raises(ModelLoadError, match="left child outside the nodes after its parent") as info:
+        ModelArtifact.load(evil)
+    assert info.value.reason == "unsafe"
+    # and one whose split reads a feature beyond the row
+    crafted = copy.deepcopy(small_model.model)
+    crafted.steps[-1][1]._predictors[0][0].nodes["feature_idx"][0] = 10_000
+    skops.io.dump(crafted, evil / "model.skops")
+    (evil / "manifest.json").write_text(json.dumps({**manifest, "sha256": file_sha256(evil / "model.skops")}))
+    with pytest.raises(ModelLoadError, match=r"feature index outside \[0, 40\)"):
+        ModelArtifact.load(evil)
+    # a type skops does not trust is refused before anything is built
+    class_file = tmp_path / "other"
+    ModelArtifact.save(class_file, {"model": small_model.model, "extra": Fraction(1, 3)},
+                       {**small_model.manifest}, "joblib")
+    skops.io.dump({"extra": Fraction(1, 3)}, class_file / "model.skops")
+    (class_file / "model.joblib").unlink()
+    manifest = json.loads((class_file / "manifest.json").read_text())
+    (class_file / "manifest.json").write_text(json.dumps({**manifest, "artifact": "model.skops",
+                                                           "sha256": file_sha256(class_file / "model.skops")}))
+    with pytest.raises(ModelLoadError, match=r"does not load from skops: .*Fraction"):
+        ModelArtifact.load(class_file)
+
+
+def test_training_refuses_skops_for_a_model_it_cannot_hold(small_model: ModelArtifact, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="types the skops format does not load") as info:
+        ModelArtifact.save(tmp_path / "m", {"extra": Fraction(1, 3)}, small_model.manifest, "skops")
+    assert info.value.reason == "unsafe" and not (tmp_path / "m" / "model.skops").exists()

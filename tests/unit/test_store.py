@@ -56,7 +56,7 @@ def test_unknown_names_and_broken_folders_are_clear_errors(small_model: ModelArt
     # a changed artifact is refused
     changed = tmp_path / "changed"
     shutil.copytree(small_model.path, changed)
-    with (changed / "model.joblib").open("ab") as f:
+    with (changed / small_model.manifest["artifact"]).open("ab") as f:
         f.write(b"\0")
     with pytest.raises(ModelStoreError, match="refusing to register a changed artifact"):
         store.register("fault", changed)

@@ -59,7 +59,7 @@ def test_cli_train_writes_the_artifact(tmp_path: Path, monkeypatch: pytest.Monke
     assert main(["train", "--config", str(ROOT / "examples" / "sensor.toml"), "--out", str(tmp_path / "m")]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"] == "sensor-fault" and summary["metrics"]["n_test"] == 600
-    assert (tmp_path / "m" / "model.joblib").is_file()
+    assert (tmp_path / "m" / "model.skops").is_file() and not (tmp_path / "m" / "model.joblib").exists()
 
 
 def test_train_if_needed_keeps_a_matching_model_and_replaces_a_stale_one(
