@@ -42,7 +42,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from models import LocalModelStore
 from schemas import load_schema
@@ -51,6 +51,7 @@ from stream.config import load_config
 from stream.kafka.admin import ensure_topics
 from stream.tools.compare import compare, plot_comparison, read_outcomes
 from stream.tools.generators import sensor_events
+from stream.tools.labelled import LabelledFeed
 from stream.tools.simulator import produce_events
 from stream.tools.train import train_from_config
 
@@ -82,49 +83,6 @@ def scrape(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
-
-
-class Feed:
-    """Produces events live at ``rate`` and each event's label ``LABEL_DELAY_S`` after its delivery."""
-
-    def __init__(self, bootstrap: str, topic: str, labels_topic: str, events: int, rate: float, drift_at: int,
-                 start_ms: int) -> None:
-        self.topic, self.labels_topic = topic, labels_topic
-        self.events, self.rate = events, rate
-        self.pairs = sensor_events(events, 200, seed=23, rate=rate, start_ms=start_ms, concept_at=drift_at)
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
-        self.encoder = AvroEncoder(load_schema("sensor_reading"))
-        self.label_encoder = AvroEncoder(load_schema("label"))
-        self.delivered: collections.deque[tuple[float, str, Any]] = collections.deque()
-        self.produced = 0
-        self.thread = threading.Thread(target=self._run, name="feed")
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        for i, (record, truth) in enumerate(self.pairs):
-            ahead = started + i / self.rate - time.monotonic()
-            if ahead > 0.001:
-                time.sleep(ahead)
-            self.producer.produce(self.topic, self.encoder.encode(record), key=record["sensor_id"].encode(),
-                                  on_delivery=lambda err, msg, truth=truth: self._delivered(err, msg, truth))
-            self.producer.poll(0)
-            self._labels(time.monotonic() - LABEL_DELAY_S)
-            self.produced = i + 1
-            if i % 20_000 == 0:
-                say(f"feed: {i:,}/{self.events:,} events")
-        self.producer.flush(30)
-        self._labels(float("inf"))
-        self.producer.flush(30)
-
-    def _delivered(self, err: Any, msg: Any, truth: int) -> None:
-        if err is None:
-            self.delivered.append((time.monotonic(), f"{msg.topic()}/{msg.partition()}/{msg.offset()}", truth))
-
-    def _labels(self, until: float) -> None:
-        while self.delivered and self.delivered[0][0] <= until:
-            _, event, truth = self.delivered.popleft()
-            self.producer.produce(self.labels_topic, self.label_encoder.encode(
-                {"id": event, "label": str(truth), "label_time": int(time.time() * 1000)}))
 
 
 def first_error_alarm(bootstrap: str, topic: str, not_before_ms: int, stop: threading.Event,
@@ -196,8 +154,10 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         wait = start_ms / 1000 - time.time()
         if wait > 0:
             time.sleep(wait)
-        feed = Feed(bootstrap, topic, topic + "-labels", args.events, args.rate, args.drift_at, start_ms)
-        feed.thread.start()
+        feed = LabelledFeed(bootstrap, topic, topic + "-labels",
+                            sensor_events(args.events, 200, seed=23, rate=args.rate, start_ms=start_ms,
+                                          concept_at=args.drift_at),
+                            "sensor_id", args.rate, LABEL_DELAY_S, progress=say).start()
         say(f"feed started: {args.events:,} events at {args.rate:,.0f}/s, concept change at event {args.drift_at:,}")
         stop = threading.Event()
         false_alarms: list[int] = []
@@ -246,7 +206,7 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
             store.promote(name)
             marks["promoted"] = start_ms + int(feed.produced * 1000 / args.rate)
             say("promoted the challenger while events flow")
-        feed.thread.join()
+        feed.join()
         scorer_rc = scorer.wait(timeout=300)
         stop.set()
     finally:

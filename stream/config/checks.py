@@ -146,5 +146,17 @@ def _check_model(config: ServiceConfig) -> None:
         raise ConfigError(f"model.sha256 must be 64 lowercase hex digits, got {model.sha256!r}")
     if model.promote_after_labels < 0 or not 0 <= model.promote_margin < 1:
         raise ConfigError("model.promote_after_labels must be >= 0 and model.promote_margin in [0, 1)")
+    if model.retrain_on_alarm:
+        if model.store is None or config.labels.topic is None:
+            raise ConfigError("model.retrain_on_alarm needs model.store and labels.topic: it trains on the labels "
+                              "and registers the result in the store")
+        if not any(s.source == "error" for s in config.drift.signals) or not config.drift.enabled:
+            raise ConfigError("model.retrain_on_alarm needs drift on and an error signal ([[drift.signals]] with "
+                              "source = 'error')")
+        if model.retrain_after_events < 100:
+            raise ConfigError(f"model.retrain_after_events must be >= 100, got {model.retrain_after_events}")
+        if model.retrain_alias == model.alias:
+            raise ConfigError("model.retrain_alias is the alias the scorer follows: a retrained version would go "
+                              "live untested; name another (challenger)")
     if model.promote_after_labels and (model.challenger_alias is None or config.labels.topic is None):
         raise ConfigError("model.promote_after_labels needs model.challenger_alias and a labels topic")

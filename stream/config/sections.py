@@ -248,6 +248,15 @@ class ModelConfig:
     promote_after_labels: int = 0
     # The accuracy (or MAE) difference the challenger must win by.
     promote_margin: float = 0.02
+    # On an alarm of the error signal, retrain from the input and labels
+    # topics since the alarm (train --from-topics in a child process, never on
+    # the loop) and register the result under `retrain_alias`.
+    retrain_on_alarm: bool = False
+    # Input events to wait for after the alarm before retraining on them; no
+    # other alarm starts a retraining until as many more have passed.
+    retrain_after_events: int = 20_000
+    # The alias a retrained version gets (the scorer shadows the challenger).
+    retrain_alias: str = "challenger"
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,15 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 
 from models import BatchScorer
+from models.drift import DriftEvent
 from stream.config import ModelConfig
 from stream.pipeline.processor import BatchProcessor
 from stream.pipeline.shadow import Shadow
 from stream.runtime.metrics import ServiceMetrics
+from stream.runtime.retraining import Retrainer
 from stream.runtime.stats import RunStats
 from stream.runtime.versions import CHALLENGER, CHAMPION, VersionWatcher
 
@@ -29,12 +32,13 @@ class ModelLifecycle:
     """Swaps, shadow metrics and the promotion rule, for the loop thread."""
 
     def __init__(self, *, config: ModelConfig, processor: BatchProcessor, metrics: ServiceMetrics,
-                 watcher: VersionWatcher | None, shadow: Shadow | None) -> None:
+                 watcher: VersionWatcher | None, shadow: Shadow | None, retrainer: Retrainer | None = None) -> None:
         self.config = config
         self.processor = processor
         self.metrics = metrics
         self.watcher = watcher
         self.shadow = shadow
+        self.retrainer = retrainer
         self.swaps = 0
         self.last_swap_ms = 0.0
         self._counted: dict[tuple[str, str], int] = {}
@@ -47,6 +51,8 @@ class ModelLifecycle:
             resources.callback(self.watcher.close)
         if self.shadow is not None:
             resources.callback(self.shadow.close)
+        if self.retrainer is not None:
+            resources.callback(self.retrainer.close)
 
     @property
     def store_reachable(self) -> bool:
@@ -83,8 +89,10 @@ class ModelLifecycle:
         """Count a refused version (called from the watcher's thread; Prometheus counters are thread-safe)."""
         self.metrics.model_refused.labels(role, version, reason).inc()
 
-    def after_batch(self) -> None:
-        """Per-version metrics of the challenger, and the promotion rule."""
+    def after_batch(self, drift_events: Sequence[DriftEvent] = ()) -> None:
+        """Per-version metrics of the challenger, the promotion rule, and retraining on an error alarm."""
+        if self.retrainer is not None:
+            self.retrainer.on_alarms(drift_events)
         if self.shadow is None:
             return
         m = self.metrics

@@ -91,6 +91,9 @@ class ServiceMetrics:
             "evidence), by role", ["role", "model_version", "metric"], registry=r)
         self.paired_labels = Gauge(
             "streamscore_paired_labels", "Labels both the champion and the challenger predicted", registry=r)
+        self.retrains = Counter(
+            "streamscore_retrains", "Retrainings started by an error alarm, by outcome (registered, failed)",
+            ["outcome"], registry=r)
         self.restore_seconds = Histogram(
             "streamscore_state_restore_seconds", "Reading and loading restored state, per rebalance or abort",
             buckets=LATENCY_BUCKETS, registry=r)

@@ -381,7 +381,7 @@ class ScoringService:
             for (version, metric), value in joiner.metric_values().items():
                 m.online_metric.labels(version, metric).set(value)
         if self.lifecycle is not None:
-            self.lifecycle.after_batch()
+            self.lifecycle.after_batch(result.drift_events)
 
     def _replace_producer(self) -> None:
         """A new transactional producer with the same id: it fences the old one and aborts its transaction.

@@ -29,6 +29,7 @@ from stream.pipeline.shadow import Shadow
 from stream.runtime.health import HealthServer
 from stream.runtime.lifecycle import ModelLifecycle
 from stream.runtime.metrics import ServiceMetrics
+from stream.runtime.retraining import Retrainer
 from stream.runtime.service import ScoringService
 from stream.runtime.stats import RunStats
 from stream.runtime.versions import CHALLENGER, CHAMPION, VersionWatcher
@@ -122,6 +123,9 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     )
     service.thread_limits = thread_limits
     service.lifecycle = _lifecycle(config, store, processor, metrics, shadow)
+    if config.model.retrain_on_alarm:
+        service.lifecycle.retrainer = Retrainer(config, lambda: service.stats.consumed,
+                                                lambda outcome: metrics.retrains.labels(outcome).inc())
     if config.metrics.enabled:
         try:
             service.health = HealthServer(config.metrics.host, config.metrics.port, metrics.registry,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from stream.kafka.admin import ensure_topics
 from stream.runtime.wiring import build_service
 from stream.tools.compare import compare, read_outcomes
 from stream.tools.generators import sensor_events
+from stream.tools.labelled import LabelledFeed
 from tests.integration.helpers import (
     live_feed,
     produce,
@@ -142,3 +144,72 @@ def test_compare_judges_champion_and_challenger_on_the_same_labels(
         assert main(["models", "compare", "--config", config.source, "--png", str(png)]) == 0
     out = capsys.readouterr().out
     assert "champion    1" in out and "challenger 2" in out and png.stat().st_size > 10_000
+
+
+def test_an_error_alarm_retrains_from_the_topics_and_registers_a_challenger(
+        kafka_bootstrap: str, small_model: ModelArtifact, tmp_path: Path) -> None:
+    store = LocalModelStore(tmp_path / "store")
+    store.register("fault", small_model.path)
+    store.set_alias("fault", "champion", "1")
+    topic = unique("retrain-alarm")
+    labels_topic = topic + "-labels"
+    ensure_topics({"bootstrap.servers": kafka_bootstrap}, {topic: 2, labels_topic: 1})
+    concept_at = 4000
+    start_ms = int(time.time() * 1000)
+    events = sensor_events(60_000, 40, seed=12, rate=2000, start_ms=start_ms, concept_at=concept_at)
+    config = service_config(
+        kafka_bootstrap, small_model.path, topic, labels__topic=labels_topic, model__store=str(store.root),
+        model__name="fault", model__retrain_on_alarm=True, model__retrain_after_events=3000,
+        batch__max_wait_ms=20)
+    service = build_service(config)
+    feed = LabelledFeed(kafka_bootstrap, topic, labels_topic, events, "sensor_id", rate=2000, label_delay_s=0.2)
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    feed.start()
+    registry = service.metrics.registry
+    try:
+        wait_until(lambda: registry.get_sample_value("streamscore_retrains_total", {"outcome": "registered"}), 120,
+                   "a retrained challenger")
+    finally:
+        service.stop()
+        runner.join(timeout=60)
+        feed.producer.purge()
+    version = store.resolve("fault", "challenger")
+    training = version.manifest["training"]
+    # trained on what came after the alarm, which came after the change, with the scorer's own labels
+    assert training["source"] == "topics"
+    assert training["range"]["from_time_ms"] >= start_ms + concept_at * 1000 // 2000
+    assert training["labelled"] >= 2000
+    assert version.manifest["metrics"]["accuracy"] > 0.9
+    assert registry.get_sample_value("streamscore_retrains_total", {"outcome": "registered"}) == 1
+    assert service.processor.model_version == "1", "a retrained version is a challenger, never live untested"
+
+
+def test_a_promotion_reaches_every_worker_of_the_group(
+        kafka_bootstrap: str, small_model: ModelArtifact, tmp_path: Path) -> None:
+    store = LocalModelStore(tmp_path / "store")
+    store.register("fault", small_model.path)
+    store.register("fault", small_model.path)
+    store.set_alias("fault", "champion", "1")
+    topic = unique("workers")
+    events = [r for r, _ in sensor_events(8000, 40, seed=2)]
+    _, feeder = live_feed(kafka_bootstrap, topic, events, backlog=200, partitions=4, rate=800)
+    config = service_config(kafka_bootstrap, small_model.path, topic, model__store=str(store.root),
+                            model__name="fault", model__poll_interval_s=1.0, batch__max_wait_ms=20)
+    workers = [build_service(config) for _ in range(2)]
+    runners = [threading.Thread(target=w.run, kwargs={"idle_exit_seconds": 10}) for w in workers]
+    for r in runners:
+        r.start()
+    try:
+        wait_until(lambda: all(w.source.assigned for w in workers), 60, "both workers to get partitions")
+        store.promote("fault", "champion", "champion")  # no move: nothing happens
+        store.set_alias("fault", "champion", "2")
+        moved = time.monotonic()
+        wait_until(lambda: all(w.processor.model_version == "2" for w in workers), 10, "both workers on version 2")
+        # within the poll interval, give or take the batch that was being scored
+        assert time.monotonic() - moved < config.model.poll_interval_s + 1.0
+    finally:
+        feeder.join()
+        for r in runners:
+            r.join(timeout=60)
+    assert all(w.stats.consumed for w in workers), "both workers scored"
