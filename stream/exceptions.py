@@ -18,6 +18,8 @@ StreamError
  +-- BrokerUnreachableError   no broker answered at start-up within kafka.connect_timeout_s
  +-- DeliveryError            the broker did not acknowledge an output (fatal: nothing is committed)
  +-- KafkaFatalError          librdkafka reported a fatal error
+ +-- StateRestoreError        window state could not be restored from the changelog
+ +-- StateIntegrityError      a detector record in the changelog is unsigned, wrongly signed or malformed
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "SchemaMismatchError",
     "SchemaRegistryUnavailableError",
     "SchemaUnavailableError",
+    "StateIntegrityError",
     "StateRestoreError",
     "StreamError",
     "UnknownSchemaError",
@@ -135,3 +138,7 @@ class KafkaFatalError(StreamError):
 
 class StateRestoreError(StreamError):
     """Window state could not be restored from the changelog (unreadable, too slow, or of another shape)."""
+
+
+class StateIntegrityError(StreamError):
+    """A drift-detector record in the state changelog is unsigned, wrongly signed or malformed: it is not loaded."""

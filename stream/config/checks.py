@@ -35,6 +35,7 @@ def validate(config: ServiceConfig) -> None:
     if config.model.threads < 1:
         raise ConfigError(f"model.threads must be >= 1, got {config.model.threads}")
     _check_model(config)
+    _check_state(config)
     if not 0 < kafka.connect_timeout_s <= 300:
         raise ConfigError(f"kafka.connect_timeout_s must be in (0, 300] seconds, got {kafka.connect_timeout_s}")
     if kafka.topic_partitions < 1:
@@ -122,6 +123,12 @@ def _base_type(avro_type: Any) -> str:
         rest = [t for t in avro_type if t != "null"]
         return _base_type(rest[0]) if len(rest) == 1 else "union"
     return str(avro_type)
+
+
+def _check_state(config: ServiceConfig) -> None:
+    secret = config.state.signing_secret
+    if secret is not None and len(secret) < 16:
+        raise ConfigError(f"state.signing_secret must be at least 16 characters, got {len(secret)}")
 
 
 def _check_model(config: ServiceConfig) -> None:

@@ -176,6 +176,12 @@ class StateConfig:
     checkpoint_interval_ms: int = 5000
     # How long a restore may wait for committed offsets and the changelog.
     restore_timeout_s: float = 120.0
+    # The secret that signs drift-detector state in the changelog (HMAC-SHA256,
+    # at least 16 characters); set it from the environment:
+    # STREAMSCORE_STATE__SIGNING_SECRET. A record that is unsigned or wrongly
+    # signed is never unpickled. Without it, detector state is not written:
+    # windows follow their partition, detectors start afresh after a move.
+    signing_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

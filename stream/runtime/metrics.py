@@ -91,6 +91,9 @@ class ServiceMetrics:
             "evidence), by role", ["role", "model_version", "metric"], registry=r)
         self.paired_labels = Gauge(
             "streamscore_paired_labels", "Labels both the champion and the challenger predicted", registry=r)
+        self.state_refused = Counter(
+            "streamscore_state_records_refused", "Drift-detector records of the changelog refused at restore "
+            "(unsigned, wrongly signed or malformed); their detectors started afresh", registry=r)
         self.retrains = Counter(
             "streamscore_retrains", "Retrainings started by an error alarm, by outcome (registered, failed)",
             ["outcome"], registry=r)

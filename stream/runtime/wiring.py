@@ -36,6 +36,7 @@ from stream.runtime.versions import CHALLENGER, CHAMPION, VersionWatcher
 from stream.state.changelog import CHANGELOG_TOPIC_CONFIG, Changelog
 from stream.state.checkpoints import CheckpointDelivery
 from stream.state.keeper import StateKeeper
+from stream.state.signing import StateSigner
 
 __all__ = ["build_service"]
 
@@ -109,7 +110,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     transactions = Transactions(sink) if exactly_once else None
     topics_in = list(kafka.input_topics) + ([config.labels.topic] if config.labels.topic else [])
     source = KafkaSource(consumer, topics_in)
-    changelog = _changelog(config, processor) if config.state.changelog else None
+    changelog = _changelog(config, processor, metrics) if config.state.changelog else None
     # exactly-once: checkpoints go in the batch's transaction, on its producer
     checkpoints = CheckpointDelivery(PredictionSink(producer)) if changelog is not None and not exactly_once else None
     state = StateKeeper(
@@ -218,7 +219,7 @@ def _check_cluster(config: ServiceConfig) -> None:
                           "writes), or fix kafka.input_topics / labels.topic")
 
 
-def _changelog(config: ServiceConfig, processor: BatchProcessor) -> Changelog:
+def _changelog(config: ServiceConfig, processor: BatchProcessor, metrics: ServiceMetrics) -> Changelog:
     """The state changelog, its topic created (or checked) with one partition per input partition."""
     kafka, topic = config.kafka, config.state_topic
     base = {"bootstrap.servers": kafka.bootstrap_servers}
@@ -239,8 +240,13 @@ def _changelog(config: ServiceConfig, processor: BatchProcessor) -> Changelog:
     else:
         ensure_topics(admin, {topic: wanted}, {topic: CHANGELOG_TOPIC_CONFIG})
     monitor = processor.quality.monitor if processor.quality is not None else None
+    signer = StateSigner(config.state.signing_secret)
+    if monitor is not None and not signer.enabled:
+        logger.warning("state.signing_secret is not set: drift detectors are not saved to %s and start afresh when "
+                       "a partition moves (set STREAMSCORE_STATE__SIGNING_SECRET to keep them)", topic)
     return Changelog(topic=topic, store=processor.store, monitor=monitor, reader_settings={**base, **admin_settings(kafka.consumer)},
-                     timeout_s=config.state.restore_timeout_s)
+                     timeout_s=config.state.restore_timeout_s, signer=signer,
+                     on_refused=lambda _partition, _why: metrics.state_refused.inc())
 
 
 def _quality_tracker(

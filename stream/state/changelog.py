@@ -25,16 +25,19 @@ that died between a checkpoint and its commit. They are never applied; the
 entity falls back to its version before, which compaction keeps while the
 newer one sits in the log's active segment.
 
-Security: the marker's detectors are pickled (river detectors have no other
-serial form). Anyone who can write to the changelog topic can run code in the
-scorer: grant write access to the scorer's principal only.
+Security: the marker's detectors are a pickle (river detectors have no other
+serial form), signed with an HMAC under ``state.signing_secret``
+(``signing.py``); a restore checks the signature before anything unpickles
+it, and refuses an unsigned or wrongly signed record. Entity records are
+plain arrays (``features.snapshot``), never unpickled. Still, grant write
+access to the changelog topic to the scorer's principal only.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +46,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from features import FeatureStore
 from features.snapshot import StateFormatError
 from models.drift import DriftMonitor
-from stream.exceptions import StateRestoreError
+from stream.exceptions import StateIntegrityError, StateRestoreError
 from stream.kafka.sink import PredictionSink
 from stream.kafka.source import position
+from stream.state.signing import StateSigner
 from stream.types import Headers
 
 __all__ = ["CHANGELOG_TOPIC_CONFIG", "Changelog", "PartitionState", "select"]
@@ -119,10 +123,15 @@ class Changelog:
     """Writes checkpoints of a store (and drift monitor) and restores them per partition."""
 
     def __init__(self, *, topic: str, store: FeatureStore, monitor: DriftMonitor | None,
-                 reader_settings: Mapping[str, Any], timeout_s: float) -> None:
+                 reader_settings: Mapping[str, Any], timeout_s: float, signer: StateSigner | None = None,
+                 on_refused: Callable[[int, str], None] | None = None) -> None:
+        """``signer`` signs and checks detector state (none: detectors are not saved); ``on_refused(partition,
+        why)`` counts a refused detector record."""
         self.topic = topic
         self.store = store
         self.monitor = monitor
+        self.signer = signer or StateSigner(None)
+        self.on_refused = on_refused
         self.timeout_s = timeout_s
         self._reader_settings = {
             **reader_settings,
@@ -146,7 +155,8 @@ class Changelog:
             entities = self.store.dirty(partition)
             sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in entities], self.store.export(entities),
                            headers=headers, partition=partition)
-            drift = self.monitor.export(partition) if self.monitor is not None else b""
+            drift = (self.signer.sign(self.monitor.export(partition))
+                     if self.monitor is not None and self.signer.enabled else b"")
             sink.send(self.topic, MARKER_KEY, drift, headers=headers, partition=partition)
             self.store.clean(partition)
             sent += len(entities) + 1
@@ -212,7 +222,15 @@ class Changelog:
         except StateFormatError as exc:
             raise StateRestoreError(f"state of {self.topic}[{state.partition}] does not load: {exc}") from exc
         if self.monitor is not None and state.drift:
-            self.monitor.load(state.partition, state.drift)
+            try:
+                payload = self.signer.verify(state.drift)
+            except StateIntegrityError as exc:
+                logger.error("state of %s[%d]: %s; its drift detectors start afresh", self.topic, state.partition,
+                             exc)
+                if self.on_refused is not None:
+                    self.on_refused(state.partition, str(exc))
+                return
+            self.monitor.load(state.partition, payload)
 
     def drop(self, partition: int) -> None:
         """Forget the partition's windows and detectors (it moved to another process)."""

@@ -20,6 +20,8 @@ from stream.tools.simulator import produce_events
 
 ROOT = Path(__file__).resolve().parents[2]
 SENSOR_CONFIG = ROOT / "examples" / "sensor.toml"
+# Signs drift-detector state in the tests' changelogs.
+TEST_SIGNING_SECRET = "streamscore-tests-signing-secret"
 # After the expected count has arrived, keep reading this long to catch extras.
 GRACE_S = 1.5
 
@@ -54,6 +56,8 @@ def service_environ(bootstrap: str, model_dir: Path, input_topic: str, **setting
         # any free port, so that tests never collide with a scorer or each other on 9400
         "STREAMSCORE_METRICS__PORT": "0",
         "STREAMSCORE_METRICS__HOST": "127.0.0.1",
+        # drift detectors follow their partition only when their state can be signed
+        "STREAMSCORE_STATE__SIGNING_SECRET": TEST_SIGNING_SECRET,
     }
     environ.update({f"STREAMSCORE_{k.upper()}": _toml(v) for k, v in settings.items()})
     return environ

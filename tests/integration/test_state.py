@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from features import compute_features
 from models import BatchScorer, ModelArtifact
 from schemas import load_schema
 from stream.avro.codec import AvroCodec
 from stream.runtime.wiring import build_service
+from stream.state.changelog import MARKER_KEY, OFFSET_HEADER, SPEC_HEADER
 from stream.tools.generators import sensor_events
 from tests.integration.helpers import produce, read_topic, service_config, unique
 
@@ -73,3 +79,41 @@ def test_scores_are_identical_whether_one_worker_or_a_changing_set_scores_the_st
     assert (outcome.lost, outcome.duplicates) == (0, 0)
     assert outcome.determinism_mismatches == 0
     assert outcome.restore_seconds, "partitions moved with their state"
+
+
+def test_a_detector_record_written_by_someone_else_is_refused_and_never_unpickled(
+        kafka_bootstrap: str, small_model: ModelArtifact, tmp_path: Path) -> None:
+    topic = unique("planted")
+    records = [r for r, _ in sensor_events(4_000, 40, seed=5)]
+    produce(kafka_bootstrap, topic, records[:3_000], partitions=2)
+    config = service_config(kafka_bootstrap, small_model.path, topic, state__checkpoint_interval_ms=0)
+    first = build_service(config)
+    first.run(max_events=3_000)
+    assert first.stats.consumed == 3_000
+    # someone with write access to the state topic plants a marker whose detectors are a pickle that runs code
+    planted = tmp_path / "planted"
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": config.kafka.group_id})
+    (committed,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    consumer.close()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(config.state_topic, key=MARKER_KEY, value=pickle.dumps(Planted(planted)), partition=0,
+                     headers=[(SPEC_HEADER, first.processor.store.fingerprint.encode()),
+                              (OFFSET_HEADER, str(committed.offset).encode())])
+    assert producer.flush(10) == 0
+
+    produce(kafka_bootstrap, topic, records[3_000:], partitions=2)
+    second = build_service(config)
+    second.run(idle_exit_seconds=3)
+    assert not planted.exists(), "the planted pickle ran"
+    assert second.metrics.registry.get_sample_value("streamscore_state_records_refused_total") == 1
+    assert second.stats.consumed == 1_000, "scoring went on"
+
+
+class Planted:
+    """Unpickling this creates a folder: proof that code from the state topic ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.path),))

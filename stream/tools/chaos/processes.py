@@ -50,7 +50,9 @@ def scorer_environ(bootstrap: str, topic: str, group: str, model: Path, **settin
            "STREAMSCORE_KAFKA__INPUT_TOPICS": json.dumps([topic]), "STREAMSCORE_KAFKA__GROUP_ID": group,
            "STREAMSCORE_KAFKA__OUTPUT_TOPIC": topic + "-out", "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": topic + "-dlq",
            "STREAMSCORE_DRIFT__TOPIC": topic + "-drift", "STREAMSCORE_MODEL__PATH": str(model),
-           "STREAMSCORE_METRICS__ENABLED": "false", "STREAMSCORE_LOG_LEVEL": "WARNING"}
+           "STREAMSCORE_METRICS__ENABLED": "false", "STREAMSCORE_LOG_LEVEL": "WARNING",
+           "STREAMSCORE_STATE__SIGNING_SECRET": os.environ.get("STREAMSCORE_STATE__SIGNING_SECRET",
+                                                               "streamscore-chaos-signing-secret")}
     env.update({f"STREAMSCORE_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 
