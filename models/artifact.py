@@ -107,8 +107,9 @@ class ModelArtifact:
         Refuses (ModelLoadError, with its ``reason``) a missing or unreadable
         file, a sha256 that differs from the manifest's or from
         ``expected_sha256`` (a pin that a manifest rewritten with its model
-        cannot pass), features that differ from ``spec``, and a model trained
-        on another input schema than ``schema_fingerprint``.
+        cannot pass), and features that differ from ``spec``. A model trained
+        on another input schema than ``schema_fingerprint`` is logged, not
+        refused: compatible schema evolution changes the fingerprint too.
         """
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
@@ -140,9 +141,9 @@ class ModelArtifact:
             raise ModelLoadError(_feature_mismatch(tuple(manifest["features"]), spec.feature_names), "features")
         trained_on = manifest.get("input_schema_fingerprint")
         if schema_fingerprint and trained_on not in (None, schema_fingerprint):
-            raise ModelLoadError(
-                f"model {manifest['name']} {manifest['version']} was trained on input schema {trained_on}, "
-                f"the configured reader schema is {schema_fingerprint}: retrain it on this schema", "schema")
+            logger.warning("model %s %s was trained on input schema %s, the configured reader schema is %s "
+                           "(compatible evolution changes it too)", manifest["name"], manifest["version"],
+                           trained_on, schema_fingerprint)
         if model_path.suffix == ".skops":
             model = _load_skops(model_path, len(manifest["features"]))
         elif not allow_joblib:

@@ -34,11 +34,20 @@ def load_checked(
 ) -> BatchScorer:
     """A scorer for the artifact in ``directory``, after the artifact's checks and a probe batch.
 
-    With ``running`` (the scorer in use), the new one must give the same kind
-    of output: same task and same classes, since the output encoder and the
-    label join are built for them.
+    With ``running`` (the scorer in use), the new one must have been trained
+    on the configured reader schema or on the running version's input schema
+    (schema evolution happens between restarts, not between versions), and
+    give the same kind of output: same classes, since the output encoder and
+    the label join are built for them.
     """
     artifact = ModelArtifact.load(directory, spec, schema_fingerprint, expected_sha256, allow_joblib)
+    if running is not None:
+        trained_on = artifact.manifest.get("input_schema_fingerprint")
+        known = {schema_fingerprint, running.artifact.manifest.get("input_schema_fingerprint")} - {None}
+        if trained_on is not None and known and trained_on not in known:
+            raise ModelLoadError(
+                f"model {artifact.name} {artifact.version} was trained on input schema {trained_on}, neither the "
+                f"configured reader schema's nor the running version's: retrain it on the current schema", "schema")
     scorer = BatchScorer(artifact, compiled=compiled)
     if running is not None and scorer.classes != running.classes:
         raise ModelLoadError(

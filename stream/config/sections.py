@@ -121,12 +121,14 @@ class CodecConfig:
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """Micro-batching: up to max_size events, waiting at most max_wait_ms for them."""
+    """Micro-batching: what the consumer has ready, up to max_size events; optionally waiting to fill."""
 
     # Most events scored in one model call; a backlog fills batches to this size.
     max_size: int = 1000
-    # How long a batch may wait for more events once its first one is here (docs/delivery.md, latency).
-    max_wait_ms: int = 50
+    # 0 (natural batching): a batch is what is ready when the loop asks, so
+    # light load gives small batches and a backlog full ones. Above 0, a batch
+    # waits up to this long after its first event for more (docs/delivery.md).
+    max_wait_ms: int = 0
 
 
 GUARANTEES = ("at_least_once", "exactly_once")

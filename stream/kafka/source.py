@@ -67,28 +67,31 @@ class KafkaSource:
         self._topics = list(topics)
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
-    def poll_batch(self, max_size: int, timeout_s: float) -> list[Message]:
+    def poll_batch(self, max_size: int, timeout_s: float, idle_wait_s: float = 0.0) -> list[Message]:
         """Up to ``max_size`` messages; errors are filtered out.
 
-        Waits for the batch to fill until its first message is ``timeout_s``
-        old, counted from that message's Kafka timestamp (clamped to
-        [0, ``timeout_s``] against clock skew): messages that queued up while
-        the previous batch was scored have already waited, and do not wait
-        ``timeout_s`` more. With nothing queued it waits up to ``timeout_s``
-        for a first message.
+        Natural batching: the batch is what the consumer has ready, up to
+        ``max_size``. With nothing ready it waits up to ``idle_wait_s`` for a
+        first message, then takes what else is ready by then; it never waits
+        for more to arrive unless ``timeout_s`` (``batch.max_wait_ms``) says
+        so. Then it waits for the batch to fill until its first message is
+        ``timeout_s`` old, counted from that message's Kafka timestamp
+        (clamped to [0, ``timeout_s``] against clock skew): messages that
+        queued up while the previous batch was scored have already waited.
         """
         consume = self._consumer.consume
         messages = consume(num_messages=max_size, timeout=0)
-        if timeout_s > 0 and len(messages) < max_size:
-            if not messages:
-                first = self._consumer.poll(timeout_s)
-                messages = [first] if first is not None else []
-            if messages:
-                kind, stamp = messages[0].timestamp()
-                age = time.time() - stamp / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE else 0.0
-                left = timeout_s - min(max(age, 0.0), timeout_s)
-                if left > 0:
-                    messages.extend(consume(num_messages=max_size - len(messages), timeout=left))
+        wait_first = max(idle_wait_s, timeout_s)
+        if not messages and wait_first > 0:
+            first = self._consumer.poll(wait_first)
+            if first is not None:
+                messages = [first, *consume(num_messages=max_size - 1, timeout=0)]
+        if timeout_s > 0 and 0 < len(messages) < max_size:
+            kind, stamp = messages[0].timestamp()
+            age = time.time() - stamp / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE else 0.0
+            left = timeout_s - min(max(age, 0.0), timeout_s)
+            if left > 0:
+                messages.extend(consume(num_messages=max_size - len(messages), timeout=left))
         if self._fatal is not None:
             raise KafkaFatalError(f"consumer fatal error: {self._fatal.str()}")
         good = []

@@ -52,6 +52,9 @@ BROKER_CHECK_EVERY_S = 2.0
 # Rounds of dead letters for refused outputs before the batch fails: a refused
 # prediction's dead letter goes bare, and a bare one fits any topic.
 REROUTE_ROUNDS = 3
+# With nothing to score, how long one poll blocks for a first event (an event
+# arriving ends the wait at once; this only bounds how often an idle loop turns).
+IDLE_WAIT_S = 0.1
 # A batch still being scored after this long pauses the consumer and polls it
 # until scoring is done (well inside any sensible max.poll.interval.ms).
 KEEP_ALIVE_AFTER_S = 1.0
@@ -141,7 +144,8 @@ class ScoringService:
                     if size <= 0:
                         break
                 # With a batch in flight, take what is already here rather than wait for more.
-                messages = self.source.poll_batch(size, 0.0 if self._in_flight is not None else wait_s)
+                waiting = self._in_flight is None
+                messages = self.source.poll_batch(size, wait_s if waiting else 0.0, IDLE_WAIT_S if waiting else 0.0)
                 self.state.apply_rebalance()
                 if self.lifecycle is not None:
                     self.lifecycle.swap()  # between two batches: a checked version, if one is ready

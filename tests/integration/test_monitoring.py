@@ -126,7 +126,7 @@ def test_prometheus_scrapes_counters_labels_and_health(
         wait_until(lambda: http_get(base + "/readyz")[0] == 200, 60, "/readyz to turn ready")
         assert json.loads(http_get(base + "/readyz")[1]) == {
             "model_loaded": True, "partitions_assigned": True, "broker_reachable": True,
-            "schema_registry_reachable": True}
+            "schema_registry_reachable": True, "model_store_reachable": True}
         wait_until(lambda: service.stats.predictions >= 3000, 60, "all predictions")
 
         # labels: the first 2,000 events by (topic/partition/offset) id, the truth from the generator,

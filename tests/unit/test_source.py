@@ -1,4 +1,5 @@
-"""How long a micro-batch waits to fill: counted from its first message's timestamp (no broker)."""
+"""How long a micro-batch waits: not at all beyond what is ready by default; to fill, counted from its first
+message's timestamp, when batch.max_wait_ms asks for it (no broker)."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def test_with_nothing_queued_it_waits_for_a_first_message_then_the_full_budget(a
     """A clock ahead of ours, or no timestamp: the wait is clamped to the budget."""
     consumer = FakeConsumer([], [Msg(age_s, kind), Msg(0.0)])
     assert len(source(consumer).poll_batch(100, 0.050)) == 2
-    assert consumer.calls[:2] == [("consume", 0), ("poll", 0.050)]
-    assert consumer.calls[2][0] == "consume" and consumer.calls[2][1] == pytest.approx(0.050, abs=0.002)
+    assert consumer.calls[:3] == [("consume", 0), ("poll", 0.050), ("consume", 0)]
+    assert consumer.calls[3][0] == "consume" and consumer.calls[3][1] == pytest.approx(0.050, abs=0.002)
 
 
 def test_a_full_batch_or_a_zero_budget_never_waits() -> None:
@@ -75,3 +76,18 @@ def test_a_full_batch_or_a_zero_budget_never_waits() -> None:
     assert len(source(consumer).poll_batch(10, 0.050)) == 10
     assert len(source(FakeConsumer([], [Msg(0.0)])).poll_batch(10, 0.0)) == 0
     assert consumer.calls == [("consume", 0)]
+
+
+def test_natural_batching_takes_what_is_ready_and_closes_the_batch() -> None:
+    """No max_wait: with nothing queued, wait for a first message, take what else is ready, never wait to fill."""
+    consumer = FakeConsumer([], [Msg(0.0), Msg(0.0)])
+    batch = source(consumer).poll_batch(100, 0.0, idle_wait_s=0.1)
+    assert len(batch) == 1
+    assert consumer.calls == [("consume", 0), ("poll", 0.1), ("consume", 0)]
+    # what is queued goes out at once, up to the batch size, with no wait at all
+    consumer = FakeConsumer([Msg(0.0)] * 250, [Msg(0.0)])
+    assert len(source(consumer).poll_batch(100, 0.0, idle_wait_s=0.1)) == 100
+    assert consumer.calls == [("consume", 0)]
+    # with a batch in flight the loop asks for no idle wait: nothing queued means an empty batch at once
+    consumer = FakeConsumer([], [Msg(0.0)])
+    assert source(consumer).poll_batch(100, 0.0) == [] and consumer.calls == [("consume", 0)]
