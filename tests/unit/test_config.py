@@ -68,7 +68,7 @@ def test_bad_settings_name_the_key(tmp_path: Path, extra: str, environ: dict, me
     path = tmp_path / "c.toml"
     text = SENSOR.read_text()
     if extra.startswith("[batch]"):
-        text = text.replace("max_wait_ms = 50", "max_wait_ms = 50\nmax_sise = 3")
+        text = text.replace("max_wait_ms = 0 ", "max_wait_ms = 0\nmax_sise = 3\n#")
     else:
         text += "\n" + extra
     path.write_text(text)
@@ -97,7 +97,7 @@ def test_secrets_never_show_in_repr() -> None:
 
 def test_cli_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.toml"
-    path.write_text(SENSOR.read_text().replace("max_wait_ms = 50", "max_wait_ms = 50\nmax_sise = 3"))
+    path.write_text(SENSOR.read_text().replace("max_wait_ms = 0 ", "max_wait_ms = 0\nmax_sise = 3\n#"))
     assert main(["run", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"streamscore: unknown key 'batch.max_sise' in {path}; [batch] takes ['max_size', 'max_wait_ms']"]
@@ -190,7 +190,7 @@ def test_an_environment_override_is_named_as_such_in_errors() -> None:
 
 def test_a_wrong_value_in_the_file_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(SENSOR.read_text().replace("max_wait_ms = 50", 'max_wait_ms = "soon"', 1))
+    bad.write_text(SENSOR.read_text().replace("max_wait_ms = 0 ", 'max_wait_ms = "soon" #', 1))
     with pytest.raises(ConfigError) as wrong:
         load_config(bad, {})
     assert str(wrong.value) == f'batch.max_wait_ms must be int, got "soon" (in {bad})'
