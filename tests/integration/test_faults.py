@@ -166,7 +166,9 @@ def test_workers_share_the_partitions_of_one_group(kafka_bootstrap: str, small_m
     config = service_config(kafka_bootstrap, small_model.path, topic)
     env = {**os.environ, **service_environ(kafka_bootstrap, small_model.path, topic)}
     proc = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--config", str(ROOT / "examples" / "sensor.toml"),
-                           "--workers", "2", "--idle-exit-seconds", "6"],
+                           # idle exit counts from a worker's start: long enough for the group's two-phase
+                           # (cooperative) rebalance, which waits up to two heartbeats (3 s each) to begin
+                           "--workers", "2", "--idle-exit-seconds", "12"],
                           env=env, capture_output=True, text=True, cwd=ROOT, timeout=180)
     feeder.join()
     assert proc.returncode == 0, proc.stderr[-3000:]
