@@ -49,10 +49,11 @@ from schemas import load_schema
 from stream.avro.codec import AvroCodec, AvroEncoder
 from stream.config import load_config
 from stream.kafka.admin import ensure_topics
-from stream.tools.compare import compare, plot_comparison, read_outcomes
+from stream.tools.compare import compare, metric_of, plot_comparison, read_outcomes
 from stream.tools.generators import sensor_events
 from stream.tools.labelled import LabelledFeed
 from stream.tools.simulator import produce_events
+from stream.tools.topics import StreamRange, partition_ranges, read_partition, reader
 from stream.tools.train import train_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,21 +260,20 @@ def shadow_throughput(bootstrap: str, config_env: dict[str, str], store_dir: Pat
             "shadow_counts_with_challenger": shadowed["with"]}
 
 
-def outcomes(found: dict[str, Any], args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+def outcomes(found: dict[str, Any], bootstrap: str) -> dict[str, Any]:
     """Lost, duplicated and version-less predictions, and the metric per phase, from the topics."""
     config, drift_ms = found["config"], found["drift_ms"]
     champion, challenger, truth = read_outcomes(config)
     output = read_all(bootstrap, config.kafka.output_topic)
     inputs = read_all(bootstrap, config.kafka.input_topics[0])
     seen = collections.Counter(f"{p['source_topic']}/{p['source_partition']}/{p['source_offset']}"
-                               for p in (AvroCodec(config.output_schema).decode(v) for v in output))
-    events = {f"{config.kafka.input_topics[0]}/{p}/{o}" for p, o in inputs}
+                               for p in (AvroCodec(config.output_schema).decode(v) for _, _, v in output))
+    events = {f"{config.kafka.input_topics[0]}/{p}/{o}" for p, o, _ in inputs}
     promoted = found["marks"].get("promoted")
 
     def metric(outcomes: dict[str, Any], keep: Any) -> tuple[float, int]:
         chosen = [e for e, o in outcomes.items() if e in truth and keep(o)]
-        right = sum(outcomes[e].label == str(truth[e]) for e in chosen)
-        return (right / len(chosen) if chosen else float("nan")), len(chosen)
+        return metric_of([outcomes[e] for e in chosen], [truth[e] for e in chosen]), len(chosen)
 
     before, n_before = metric(champion, lambda o: o.event_time < drift_ms)
     # after the change, before promotion: the champion and the challenger on the same labelled events
@@ -301,22 +301,14 @@ def outcomes(found: dict[str, Any], args: argparse.Namespace, bootstrap: str) ->
     }
 
 
-def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every committed record of ``topic``: values for outputs, (partition, offset) for the input."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
-                         "isolation.level": "read_committed", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    out: list[Any] = []
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < 5.0:
-        messages = consumer.consume(5000, timeout=0.5)
-        for msg in messages:
-            if msg.error() is None:
-                out.append(msg.value() if topic.endswith("-predictions") else (msg.partition(), msg.offset()))
-        if messages:
-            quiet_since = time.monotonic()
-    consumer.close()
-    return out
+def read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of every committed record of ``topic``."""
+    consumer = reader(bootstrap, {})
+    try:
+        return [(tp.partition, offset, value) for tp, start, end in partition_ranges(consumer, topic, StreamRange())
+                for offset, value in read_partition(consumer, tp, start, end, progress=False)]
+    finally:
+        consumer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print("set KAFKA_BOOTSTRAP_SERVERS or run through scripts/local-kafka with", file=sys.stderr)
         return 2
     found = run(args, bootstrap)
-    measured = outcomes(found, args, bootstrap)
+    measured = outcomes(found, bootstrap)
     start_ms = found["start_ms"]
     env = {**os.environ, "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
            "STREAMSCORE_MODEL__STORE": str(found["store"]), "STREAMSCORE_KAFKA__DEAD_LETTER_TOPIC": "lifecycle-dlq"}

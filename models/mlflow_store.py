@@ -51,9 +51,9 @@ class MlflowModelStore:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
-        self.cache = Path(cache_dir) if cache_dir is not None else (
+        # where downloaded versions are kept: versions are immutable, so a copy never goes stale
+        self.root = Path(cache_dir) if cache_dir is not None else (
             Path(tempfile.gettempdir()) / "streamscore-models" / digest)
-        self.root = self.cache  # where versions are, locally
 
     def models(self) -> list[str]:
         return sorted(m.name for m in self._call(lambda: self.client.search_registered_models()))
@@ -69,7 +69,7 @@ class MlflowModelStore:
         """One version, downloaded into the cache if it is not there yet."""
         check_name(model, "model")
         check_name(version, "version")
-        folder = self.cache / model / version
+        folder = self.root / model / version
         if not folder.is_dir():
             self._call(lambda: self.client.get_model_version(model, version), model, version)
             folder.parent.mkdir(parents=True, exist_ok=True)

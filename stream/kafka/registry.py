@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from stream.config import redact_url
+from stream.avro.codec import SchemaSource
+from stream.config import CodecConfig, redact_url
 from stream.exceptions import (
     ConfigError,
     SchemaMismatchError,
@@ -27,7 +28,7 @@ from stream.exceptions import (
     UnknownSchemaError,
 )
 
-__all__ = ["REGISTRY_ATTEMPTS", "RegistrySchemaSource", "backoff", "is_retriable"]
+__all__ = ["REGISTRY_ATTEMPTS", "RegistrySchemaSource", "backoff", "is_retriable", "registry_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,14 @@ class RegistrySchemaSource:
                 time.sleep(backoff(attempt))
         assert error is not None
         raise SchemaRegistryUnavailableError(f"schema registry at {self.url} unreachable ({what}): {_message(error)}")
+
+
+def registry_for(codec: CodecConfig, given: SchemaSource | None = None) -> SchemaSource | None:
+    """``given``, else the configured Schema Registry for the Confluent wire format, else None (raw Avro)."""
+    if given is not None or codec.format != "confluent":
+        return given
+    assert codec.schema_registry_url is not None  # checked when the configuration is loaded
+    return RegistrySchemaSource(codec.schema_registry_url, codec.schema_registry)
 
 
 def _timeout() -> Any:

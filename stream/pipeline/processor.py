@@ -92,22 +92,17 @@ class BatchProcessor:
                                          key_is_string=self.decoder.columns[0].type == "string", config=validation)
         self.use(scorer)
 
-    def use(self, scorer: BatchScorer, batch_encoder: BatchEncoder | bool | None = True) -> None:
-        """Score with ``scorer`` from the next batch on; its predictions name its version.
-
-        ``batch_encoder``: its compiled output encoder when already built (off
-        the loop thread), None when the output schema has none, True to build it here.
-        """
+    def use(self, scorer: BatchScorer) -> None:
+        """Score with ``scorer`` from the next batch on; its predictions name its version."""
         self.scorer = scorer
         self.model_name = scorer.artifact.name
         self.model_version = scorer.artifact.version
-        self._batch_encoder = (self.encoder_for(scorer) if batch_encoder is True
-                               else batch_encoder if isinstance(batch_encoder, BatchEncoder) else None)
+        self._batch_encoder = self.encoder_for(scorer)
         if self.quality is not None:
             self.quality.use_version(self.model_version)
 
     def encoder_for(self, scorer: BatchScorer) -> BatchEncoder | None:
-        """The compiled encoder of ``scorer``'s predictions (safe to call from any thread)."""
+        """The compiled encoder of ``scorer``'s predictions, or None when the output schema has none."""
         return prediction_encoder(self.encoder.schema, self.encoder.prefix, scorer)
 
     def warm_up(self) -> None:

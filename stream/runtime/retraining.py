@@ -40,8 +40,6 @@ class Retrainer:
         self.config = config
         self.consumed = consumed
         self.on_outcome = on_outcome
-        self.runs = 0
-        self.last_summary: dict[str, object] | None = None
         self._busy = False
         self._quiet_until = 0  # consumed count before which alarms start nothing (one retrain per episode)
         self._stop = threading.Event()
@@ -86,7 +84,6 @@ class Retrainer:
         env = {**os.environ, "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
                "STREAMSCORE_KAFKA__INPUT_TOPICS": json.dumps(list(config.kafka.input_topics)),
                "STREAMSCORE_LABELS__TOPIC": config.labels.topic}
-        self.runs += 1
         self._process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,  # noqa: S603 - our own CLI
                                          stderr=subprocess.PIPE, text=True)
         try:
@@ -101,10 +98,10 @@ class Retrainer:
             logger.error("retraining from event time %d failed (exit %d): %s", from_time_ms, code, tail[0])
             self._outcome("failed")
             return
-        self.last_summary = json.loads(out.strip().splitlines()[-1])
+        summary = json.loads(out.strip().splitlines()[-1])
         logger.info("retrained from event time %d: %s version %s is %s (held-out %s)", from_time_ms,
-                    self.last_summary.get("model"), self.last_summary.get("version"), model.retrain_alias,
-                    self.last_summary.get("metrics"))
+                    summary.get("model"), summary.get("version"), model.retrain_alias,
+                    summary.get("metrics"))
         self._outcome("registered")
 
     def _outcome(self, outcome: str) -> None:

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from models import (
     BatchScorer,
@@ -24,11 +23,11 @@ from models import (
     ModelLoadError,
     ModelStoreError,
     ModelStoreUnavailableError,
-    StoredVersion,
     UnknownAliasError,
 )
+from models.store import ModelStore
 
-__all__ = ["CHALLENGER", "CHAMPION", "ModelSource", "ReadyVersion", "VersionWatcher"]
+__all__ = ["CHALLENGER", "CHAMPION", "ReadyVersion", "VersionWatcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +35,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # Backoff after a store error: the poll interval times 2, 4, ... up to this factor.
 MAX_BACKOFF_FACTOR = 16
-
-
-class ModelSource(Protocol):
-    """A model store as the watcher uses it (the local folder, or the MLflow registry)."""
-
-    def resolve(self, model: str, alias: str) -> StoredVersion: ...
-
-    def promote(self, model: str, source: str = ..., target: str = ...) -> StoredVersion: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +51,7 @@ class VersionWatcher:
     def __init__(
         self,
         *,
-        store: ModelSource,
+        store: ModelStore,
         model: str,
         aliases: dict[str, str],
         load: Callable[[Path, BatchScorer | None], BatchScorer],
@@ -77,7 +68,6 @@ class VersionWatcher:
         self.interval_s = interval_s
         self.on_refused = on_refused
         self.store_ok = True
-        self.promotions = 0
         self._running = dict(running)
         self._refused: set[tuple[str, str, str]] = set()  # (role, version, sha256) refused once already
         self._ready: dict[str, ReadyVersion] = {}
@@ -126,7 +116,6 @@ class VersionWatcher:
                 if self._promote:
                     self._promote = False
                     promoted = self.store.promote(self.model, self.aliases[CHALLENGER], self.aliases[CHAMPION])
-                    self.promotions += 1
                     logger.info("promoted %s version %s: alias %s now names it", self.model, promoted.version,
                                 self.aliases[CHAMPION])
                 for role in self.aliases:

@@ -18,7 +18,7 @@ from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError
 from stream.kafka.admin import admin_settings, ensure_topics, partition_counts
 from stream.kafka.cluster import check_settings, missing_topics, probe
-from stream.kafka.registry import RegistrySchemaSource
+from stream.kafka.registry import registry_for
 from stream.kafka.sink import PredictionSink
 from stream.kafka.source import KafkaSource
 from stream.kafka.transactions import Transactions
@@ -59,9 +59,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     _check_cluster(config)
     thread_limits = limit_model_threads(config.model.threads)
     codec_cfg = config.codec
-    if codec_cfg.format == "confluent" and schema_source is None:
-        assert codec_cfg.schema_registry_url is not None
-        schema_source = RegistrySchemaSource(codec_cfg.schema_registry_url, codec_cfg.schema_registry)
+    schema_source = registry_for(codec_cfg, schema_source)
     codec = AvroCodec(
         config.reader_schema,
         codec_cfg.format,

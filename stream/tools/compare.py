@@ -25,10 +25,11 @@ from stream.avro.codec import AvroCodec, SchemaSource
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError, RecordError
 from stream.kafka.admin import admin_settings
+from stream.kafka.registry import registry_for
 from stream.pipeline.quality import event_id
 from stream.tools.topics import StreamRange, partition_ranges, read_labels, read_partition, reader
 
-__all__ = ["Comparison", "Outcome", "compare", "plot_comparison", "read_outcomes"]
+__all__ = ["Comparison", "Outcome", "compare", "metric_of", "plot_comparison", "read_outcomes"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,7 @@ def read_outcomes(config: ServiceConfig, schema_source: SchemaSource | None = No
     if config.labels.id_field is not None:
         raise ConfigError("models compare joins labels by <topic>/<partition>/<offset>; labels.id_field is set")
     fmt = config.codec.format
-    if fmt == "confluent" and schema_source is None:
-        from stream.kafka.registry import RegistrySchemaSource
-
-        assert config.codec.schema_registry_url is not None
-        schema_source = RegistrySchemaSource(config.codec.schema_registry_url, config.codec.schema_registry)
+    schema_source = registry_for(config.codec, schema_source)
     consumer = reader(config.kafka.bootstrap_servers, admin_settings(config.kafka.consumer))
     try:
         truth = read_labels(consumer, config.labels.topic,
@@ -105,7 +102,7 @@ def compare(champion: dict[str, Outcome], challenger: dict[str, Outcome], truth:
         for (role, version), events in sorted(by_version.items()):
             labelled = [e for e in events if e in truth]
             out.rows.append({"role": role, "version": version, "predictions": len(events), "labelled": len(labelled),
-                             "metric": _metric([outcomes[e] for e in labelled], [truth[e] for e in labelled], task)})
+                             "metric": metric_of([outcomes[e] for e in labelled], [truth[e] for e in labelled], task)})
     by_challenger: dict[str, list[str]] = defaultdict(list)
     for event, o in challenger.items():
         if event in truth and event in champion:
@@ -117,8 +114,8 @@ def compare(champion: dict[str, Outcome], challenger: dict[str, Outcome], truth:
         out.paired.append({
             "version": version, "labelled": len(events),
             "champion_versions": ",".join(sorted({champion[e].version for e in events})),
-            "champion_metric": _metric([champion[e] for e in events], answers, task),
-            "challenger_metric": _metric([challenger[e] for e in events], answers, task),
+            "champion_metric": metric_of([champion[e] for e in events], answers, task),
+            "challenger_metric": metric_of([challenger[e] for e in events], answers, task),
             "agreement": agree / len(events),
         })
     return out
@@ -192,7 +189,8 @@ def _error(o: Outcome, truth: Any, task: str) -> float:
     return abs(float(truth) - o.score)
 
 
-def _metric(outcomes: list[Outcome], answers: list[Any], task: str) -> float:
+def metric_of(outcomes: list[Outcome], answers: list[Any], task: str = "classification") -> float:
+    """Accuracy (classifiers) or mean absolute error (regressors) of ``outcomes`` against ``answers``."""
     if not outcomes:
         return float("nan")
     mean_error = float(np.mean([_error(o, t, task) for o, t in zip(outcomes, answers)]))

@@ -20,6 +20,7 @@ from stream.avro.codec import AvroCodec, SchemaSource
 from stream.config import ServiceConfig, read_schema
 from stream.exceptions import ConfigError, RecordError
 from stream.kafka.admin import admin_settings
+from stream.kafka.registry import registry_for
 from stream.pipeline.quality import event_id
 from stream.tools.topics import StreamRange, partition_ranges, read_labels, read_partition, reader
 
@@ -51,11 +52,7 @@ def read_training_set(config: ServiceConfig, span: StreamRange, schema_source: S
     if labels_topic is None:
         raise ConfigError("train --from-topics needs labels.topic: the labels to train on come from it")
     codec_cfg = config.codec
-    if codec_cfg.format == "confluent" and schema_source is None:
-        from stream.kafka.registry import RegistrySchemaSource
-
-        assert codec_cfg.schema_registry_url is not None
-        schema_source = RegistrySchemaSource(codec_cfg.schema_registry_url, codec_cfg.schema_registry)
+    schema_source = registry_for(codec_cfg, schema_source)
     codec = AvroCodec(config.reader_schema, codec_cfg.format,
                       writer_schema=config.writer_schema if codec_cfg.format == "raw" else None,
                       schema_source=schema_source)
