@@ -27,7 +27,7 @@ from numba import njit
 
 from features.prepared import PreparedArrays, Shapes, nbytes
 
-__all__ = ["AGG_CODES", "WindowState", "reserve", "update_windows"]
+__all__ = ["AGG_CODES", "WindowState", "reserve", "running_clocks", "update_windows"]
 
 # Aggregate name -> code the kernel switches on.
 AGG_CODES = {"mean": 0, "std": 1, "min": 2, "max": 3, "sum": 4, "count": 5, "last": 6, "delta": 7, "ewma": 8}
@@ -136,15 +136,34 @@ def reserve(state: WindowState, slots: np.ndarray, size: int) -> None:
 def update_windows(
     state: WindowState, slots: np.ndarray, times: np.ndarray, values: np.ndarray, size: int, span_ms: float,
     keep: float, aggs: np.ndarray, out: np.ndarray, col0: int, stride: int,
+    clocks: np.ndarray, ttl_ms: int, held: np.ndarray,
 ) -> None:
     """Fold a batch into one window spec's state and write its aggregates into ``out``.
 
     ``size`` > 0 makes a count window; otherwise ``span_ms`` is a time window's span.
     ``reserve`` must have been called for this batch (the store reserves every
-    window before it updates any).
+    window before it updates any). With ``ttl_ms`` > 0, a key whose newest
+    event is more than ``ttl_ms`` behind its event's ``clocks`` entry (its
+    shard's event-time clock) starts empty. ``held[i]`` is raised to the
+    events the window holds after event ``i``.
     """
-    _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride,
+    _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, clocks, ttl_ms, held,
             state.vals, state.times, state.front, state.back, state.shift, state.pos, state.capacity)
+
+
+@njit(cache=True)
+def running_clocks(shards: np.ndarray, times: np.ndarray, clock: np.ndarray) -> np.ndarray:
+    """Each event's shard clock (the newest event time of its shard so far, the event included).
+
+    ``clock`` holds each shard's clock before the batch and is advanced in place.
+    """
+    out = np.empty(times.shape[0], dtype=np.int64)
+    for i in range(times.shape[0]):
+        s = shards[i]
+        if times[i] > clock[s]:
+            clock[s] = times[i]
+        out[i] = clock[s]
+    return out
 
 
 @njit(cache=True)
@@ -192,7 +211,7 @@ def _single(x, shift, keep, out):
 
 
 @njit(cache=True)
-def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride,
+def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, clocks, ttl, held,
             vals, ts, front, back, shift, pos, cap):
     n, n_fields = values.shape
     one = np.empty(N_COMPONENTS)
@@ -201,6 +220,8 @@ def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride,
         s = slots[i]
         t = times[i]
         head, count, flen = pos[s, 0], pos[s, 1], pos[s, 2]
+        if ttl > 0 and count > 0 and clocks[i] - pos[s, 3] > ttl:
+            head, count, flen = 0, 0, 0  # idle past the ttl: the key starts over
         if count == 0:
             for f in range(n_fields):
                 shift[s, f] = values[i, f]
@@ -239,6 +260,8 @@ def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride,
             flen -= 1
             count -= 1
         pos[s, 0], pos[s, 1], pos[s, 2] = head, count, flen
+        if count > held[i]:
+            held[i] = count
         newest = (head + count - 1) % cap
         for f in range(n_fields):
             if flen > 0:

@@ -11,7 +11,7 @@ from typing import cast
 import numpy as np
 
 from features.exceptions import FeatureValueError
-from features.kernel import AGG_CODES, WindowState, reserve, update_windows
+from features.kernel import AGG_CODES, WindowState, reserve, running_clocks, update_windows
 from features.snapshot import pack, parse, write
 from features.spec import FeatureSpec
 
@@ -19,6 +19,8 @@ __all__ = ["FeatureStore", "check_values"]
 
 # Initial ring size of a time window per key; rings double as needed.
 TIME_WINDOW_CAPACITY = 8
+# A shard's clock before its first event.
+NO_TIME = np.iinfo(np.int64).min
 
 
 def check_values(fields: Sequence[str], values: Sequence[object]) -> None:
@@ -39,10 +41,18 @@ class FeatureStore:
     the keys of one shard can be exported when they changed, dropped when
     the shard moves away, and loaded when it comes back (``dirty``,
     ``export``, ``drop``, ``load``).
+
+    With ``key_ttl_ms`` > 0, keys expire in event time. Each shard has a
+    clock, the newest event time among its events so far. A key whose newest
+    event is more than ``key_ttl_ms`` behind its shard's clock has expired:
+    its next event finds empty windows, and ``expire`` forgets it. Both
+    follow from the events alone, so when ``expire`` runs changes no feature.
     """
 
-    def __init__(self, spec: FeatureSpec) -> None:
+    def __init__(self, spec: FeatureSpec, key_ttl_ms: int = 0) -> None:
         self.spec = spec
+        self.key_ttl_ms = int(key_ttl_ms)
+        self._clock = np.full(8, NO_TIME, dtype=np.int64)  # shard -> newest event time
         self._fields = spec.fields
         n_fields = len(spec.fields)
         self._slots: dict[str, int] = {}
@@ -61,6 +71,7 @@ class FeatureStore:
         self._free: list[int] = []
         self._shard = np.zeros(64, dtype=np.int64)  # slot -> shard
         self._dirty = np.zeros(64, dtype=bool)  # slot -> updated since its shard's last ``clean``
+        self._held = np.zeros(64, dtype=bool)  # slot -> holds a key
         self.fingerprint = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def __len__(self) -> int:
@@ -75,11 +86,13 @@ class FeatureStore:
         """
         return self.update_many([(key, ts_ms, values)])[0].tolist()
 
-    def update_many(self, events: Iterable[tuple[str, int, Sequence[float]]]) -> np.ndarray:
+    def update_many(self, events: Iterable[tuple[str, int, Sequence[float]]],
+                    shards: np.ndarray | None = None) -> np.ndarray:
         """Features of several events, in the order given, as an ``(n, f)`` float64 matrix.
 
         Every value is checked first; one bad value raises FeatureValueError
-        and no event of the call changes any state.
+        and no event of the call changes any state. ``shards``: as for
+        ``update_arrays``.
         """
         events = list(events)
         fields = self._fields
@@ -87,15 +100,20 @@ class FeatureStore:
             check_values(fields, values)
         times = np.fromiter((ts for _, ts, _ in events), dtype=np.int64, count=len(events))
         matrix = np.asarray([v for _, _, v in events], dtype=np.float64).reshape(len(events), len(fields))
-        return self.update_arrays([key for key, _, _ in events], times, matrix)
+        return self.update_arrays([key for key, _, _ in events], times, matrix, shards)
 
     def update_arrays(self, keys: Sequence[str], times: np.ndarray, values: np.ndarray,
-                      shards: np.ndarray | None = None) -> np.ndarray:
+                      shards: np.ndarray | None = None, clocks: np.ndarray | None = None,
+                      held: np.ndarray | None = None) -> np.ndarray:
         """``update_many`` for a batch already in arrays: ``values`` is ``(n, fields)`` float64.
 
         ``shards`` gives each event's shard (0 when not given); a key takes
-        the shard of its latest event. Nothing changes when it raises: a
-        non-finite value raises FeatureValueError, and state grows for every
+        the shard of its latest event. ``clocks`` are the events' shard clocks
+        from ``advance_clocks``, for a caller that advanced them over events it
+        then leaves out; without them this call advances them. ``held``, an
+        ``(n,)`` int64 array of zeros, receives how many events each event's
+        key holds after it (its largest window). Nothing changes when it raises:
+        a non-finite value raises FeatureValueError, and state grows for every
         window before any is updated.
         """
         n = len(keys)
@@ -105,18 +123,60 @@ class FeatureStore:
         if not np.isfinite(values).all():
             row, col = np.argwhere(~np.isfinite(values))[0]
             raise FeatureValueError(f"field {self._fields[col]!r} of event {row} is {values[row, col]}, not finite")
-        slots = self._slots_for(keys)
+        shards = np.zeros(n, dtype=np.int64) if shards is None else np.ascontiguousarray(shards, dtype=np.int64)
         times = np.ascontiguousarray(times, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float64)
+        if held is None:
+            held = np.zeros(n, dtype=np.int64)
+        slots = self._slots_for(keys)
         # Every window is grown before any is updated: if growing fails (memory),
         # no state has changed and the caller may retry the events one by one.
         for state, size, *_ in self._windows:
             reserve(state, slots, size)
+        if clocks is None:
+            clocks = self.advance_clocks(times, shards)
         for state, size, span_ms, keep, aggs, col0 in self._windows:
-            update_windows(state, slots, times, values, size, span_ms, keep, aggs, out, col0, self._stride)
-        self._shard[slots] = 0 if shards is None else shards
+            update_windows(state, slots, times, values, size, span_ms, keep, aggs, out, col0, self._stride,
+                           clocks, self.key_ttl_ms, held)
+        self._shard[slots] = shards
         self._dirty[slots] = True
         return out
+
+    def advance_clocks(self, times: np.ndarray, shards: np.ndarray) -> np.ndarray:
+        """Move the shards' clocks over these events (in order); each event's clock, itself included."""
+        shards = np.ascontiguousarray(shards, dtype=np.int64)
+        if len(shards) and int(shards.max()) >= len(self._clock):
+            grown = np.full(int(shards.max()) * 2 + 1, NO_TIME, dtype=np.int64)
+            grown[: len(self._clock)] = self._clock
+            self._clock = grown
+        return running_clocks(shards, np.ascontiguousarray(times, dtype=np.int64), self._clock)
+
+    def clock(self, shard: int) -> int | None:
+        """The newest event time of ``shard`` so far (None: no event yet)."""
+        value = int(self._clock[shard]) if shard < len(self._clock) else NO_TIME
+        return None if value == NO_TIME else value
+
+    def set_clock(self, shard: int, value: int | None) -> None:
+        """Set ``shard``'s clock (a restore: the clock as of the state restored)."""
+        self.advance_clocks(np.zeros(0, dtype=np.int64), np.array([shard], dtype=np.int64))
+        self._clock[shard] = NO_TIME if value is None else value
+
+    def newest(self, keys: Sequence[str]) -> np.ndarray:
+        """The newest event time of each key, in the order given."""
+        slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
+        return self._windows[0][0].pos[slots, 3].copy()
+
+    def expire(self, shard: int) -> list[str]:
+        """Forget the keys of ``shard`` idle for longer than the ttl in its event time; returns them."""
+        clock = self.clock(shard)
+        if self.key_ttl_ms <= 0 or clock is None:
+            return []
+        slots = self._slots_of(shard)
+        newest = self._windows[0][0].pos[slots, 3]
+        gone = slots[clock - newest > self.key_ttl_ms]
+        keys = self._held_keys(gone)
+        self._forget(gone)
+        return keys
 
     def _slots_for(self, keys: Iterable[str]) -> np.ndarray:
         """Each key's slot, taking a free one (or a new one) for a key not seen yet."""
@@ -139,7 +199,10 @@ class FeatureStore:
                 size *= 2
             self._shard = np.resize(self._shard, size)
             self._dirty = np.concatenate([self._dirty, np.zeros(size - len(self._dirty), dtype=bool)])
-        return np.asarray(slots, dtype=np.int64)
+            self._held = np.concatenate([self._held, np.zeros(size - len(self._held), dtype=bool)])
+        out = np.asarray(slots, dtype=np.int64)
+        self._held[out] = True
+        return out
 
     def _key_of(self, slot: int) -> str:
         key = self._keys[slot]
@@ -152,9 +215,7 @@ class FeatureStore:
         return cast(list[str], keys)
 
     def _slots_of(self, shard: int) -> np.ndarray:
-        held = np.zeros(len(self._shard), dtype=bool)
-        held[np.fromiter(self._slots.values(), dtype=np.int64, count=len(self._slots))] = True
-        return np.flatnonzero(held & (self._shard == shard))
+        return np.flatnonzero(self._held & (self._shard == shard))
 
     def keys(self, shard: int) -> list[str]:
         """Keys with state in ``shard``."""
@@ -196,16 +257,22 @@ class FeatureStore:
             state.grow_slots(needed)
 
     def drop(self, shard: int) -> int:
-        """Forget every key of ``shard`` (its partition moved away); returns how many."""
+        """Forget every key of ``shard``, and its clock (its partition moved away); returns how many."""
         slots = self._slots_of(shard)
+        self._forget(slots)
+        if shard < len(self._clock):
+            self._clock[shard] = NO_TIME
+        return len(slots)
+
+    def _forget(self, slots: np.ndarray) -> None:
         for slot in slots.tolist():
             del self._slots[self._key_of(slot)]
             self._keys[slot] = None
             self._free.append(slot)
-            for state, *_ in self._windows:
-                state.pos[slot] = 0
+        for state, *_ in self._windows:
+            state.pos[slots] = 0
         self._dirty[slots] = False
-        return len(slots)
+        self._held[slots] = False
 
     @property
     def nbytes(self) -> int:

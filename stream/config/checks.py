@@ -94,6 +94,9 @@ def _validate_processing(config: ServiceConfig) -> None:
                           "use one input topic or set state.changelog = false")
     if state.checkpoint_interval_ms < 0 or state.restore_timeout_s <= 0:
         raise ConfigError("state.checkpoint_interval_ms must be >= 0 and state.restore_timeout_s > 0")
+    if not 0 <= state.key_ttl_s < 2**53 / 1000:
+        raise ConfigError(f"state.key_ttl_s must be >= 0 seconds of event time (0: keys never expire), "
+                          f"got {state.key_ttl_s!r}")
     if state.changelog and config.state_topic in (*kafka.input_topics, kafka.output_topic, kafka.dead_letter_topic):
         raise ConfigError(f"state.topic {config.state_topic!r} is already used by [kafka]; name another")
     validation = config.validation

@@ -184,6 +184,18 @@ class StateConfig:
     # signed is never unpickled. Without it, detector state is not written:
     # windows follow their partition, detectors start afresh after a move.
     signing_secret: str | None = field(default=None, repr=False)
+    # A key idle for longer than this in event time is forgotten: dropped from
+    # memory and deleted from the changelog (a tombstone, which compaction
+    # removes), so keys that come and go do not grow either without bound.
+    # Idle counts against its partition's clock, the newest event time seen on
+    # the partition. A key that comes back starts with empty windows (its
+    # prediction's window_events says how many events they hold). 0: never.
+    key_ttl_s: float = 7 * 24 * 3600.0
+
+    @property
+    def key_ttl_ms(self) -> int:
+        """``key_ttl_s`` in milliseconds, the unit of event times (0: never)."""
+        return round(self.key_ttl_s * 1000)
 
 
 @dataclass(frozen=True)

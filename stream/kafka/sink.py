@@ -103,7 +103,7 @@ class PredictionSink:
                 self._refused(topic, key, value, headers, exc)
                 return
 
-    def send_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes],
+    def send_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None],
                   headers: Headers | None = None, partition: int = -1) -> None:
         """Queue outputs in order; ``send`` for each, without its per-call overhead."""
         produce = self._producer.produce

@@ -119,7 +119,7 @@ class BatchProcessor:
         except Exception as exc:  # an exotic reader schema: start cold rather than not at all
             logger.info("no warm-up batch for this reader schema (%s)", exc)
             return
-        scratch = BatchProcessor(codec=AvroCodec(self.codec.reader), store=FeatureStore(self.store.spec), scorer=self.scorer,
+        scratch = BatchProcessor(codec=AvroCodec(self.codec.reader), store=FeatureStore(self.store.spec, self.store.key_ttl_ms), scorer=self.scorer,
                                  encoder=self.encoder, key_field=self.key_field, time_field=self.time_field)
         started = time.perf_counter()
         result = scratch.process([WarmUpMessage(body, offset) for offset in range(64)])
@@ -176,9 +176,13 @@ class BatchProcessor:
         rows = np.setdiff1d(np.arange(len(messages)), np.fromiter(dropped, dtype=np.int64, count=len(dropped))) \
             if dropped else np.arange(len(messages))
         keys = [keys[i] for i in rows.tolist()] if dropped else keys
-        times = batch.numbers(self.time_field)[rows]
+        all_times = batch.numbers(self.time_field)
+        times = all_times[rows]
         values = np.column_stack([batch.numbers(f)[rows].astype(np.float64) for f in self.fields])
-        features, failed = self._features(keys, times, values, np.asarray(partitions, dtype=np.int64)[rows])
+        clocks = self._clocks(all_times, np.asarray(partitions, dtype=np.int64), bad, rows)
+        held = np.zeros(len(rows), dtype=np.int64)
+        features, failed = self._features(keys, times, values, np.asarray(partitions, dtype=np.int64)[rows],
+                                          clocks, held)
         started = time.perf_counter()
         scores, score_failed = self._score(features, failed)
         result.model_seconds = time.perf_counter() - started
@@ -188,7 +192,7 @@ class BatchProcessor:
                 if replayed is None or not replayed[int(rows[i])]:
                     result.dead_letters.append(self._letter(messages[int(rows[i])], error, stage))
             kept = np.setdiff1d(np.arange(len(rows)), np.fromiter(failed, dtype=np.int64, count=len(failed)))
-            rows, times, values, features = rows[kept], times[kept], values[kept], features[kept]
+            rows, times, values, features, held = rows[kept], times[kept], values[kept], features[kept], held[kept]
             keys = [keys[i] for i in kept.tolist()]
         if scores is None:
             return result
@@ -196,19 +200,20 @@ class BatchProcessor:
         partitions_a = np.asarray(partitions, dtype=np.int64)[rows]
         offsets_a = np.asarray(offsets, dtype=np.int64)[rows]
         if replayed is None:
-            result.predictions = self._encode(keys, times, topics, partitions_a, offsets_a, scores, rows)
+            result.predictions = self._encode(keys, times, topics, partitions_a, offsets_a, scores, rows, held)
         else:
             live = ~replayed[rows]
             idx = np.flatnonzero(live).tolist()
             result.predictions = self._encode([keys[i] for i in idx], times[live], [topics[i] for i in idx],
-                                              partitions_a[live], offsets_a[live], scores.take(live), rows[live])
+                                              partitions_a[live], offsets_a[live], scores.take(live), rows[live],
+                                              held[live])
         self._drop_oversized(result.predictions)
         ids = None
         if self.id_field is not None:
             ids = [str(v) for v in batch.values(self.id_field, rows)]
         if self.shadow is not None and self.shadow.scorer is not None and self.shadow.version != self.model_version:
             live_rows = None if replayed is None else ~replayed[rows]
-            self._submit_shadow(features, keys, times, topics, partitions_a, offsets_a, ids, scores, live_rows)
+            self._submit_shadow(features, keys, times, topics, partitions_a, offsets_a, ids, scores, held, live_rows)
         for row, error in result.predictions.unencodable.items():
             result.dead_letters.append(self._letter(messages[row], error, error.stage))
         if self.quality is not None:
@@ -221,19 +226,19 @@ class BatchProcessor:
 
     def _submit_shadow(self, features: np.ndarray, keys: list[str], times: np.ndarray, topics: list[str],
                        partitions: np.ndarray, offsets: np.ndarray, ids: list[str] | None, scores: Scores,
-                       live: np.ndarray | None) -> None:
+                       held: np.ndarray, live: np.ndarray | None) -> None:
         """Hand the batch's scored rows (replayed ones left out) to the challenger."""
         assert self.shadow is not None
         if live is not None:
             idx = np.flatnonzero(live)
             if len(idx) == 0:
                 return
-            features, times, partitions, offsets, scores = (features[idx], times[idx], partitions[idx],
-                                                            offsets[idx], scores.take(idx))
+            features, times, partitions, offsets, scores, held = (features[idx], times[idx], partitions[idx],
+                                                                  offsets[idx], scores.take(idx), held[idx])
             keys = [keys[i] for i in idx.tolist()]
             topics = [topics[i] for i in idx.tolist()]
             ids = [ids[i] for i in idx.tolist()] if ids is not None else None
-        self.shadow.submit(ShadowJob(features, keys, times, topics, partitions, offsets, ids, scores))
+        self.shadow.submit(ShadowJob(features, keys, times, topics, partitions, offsets, ids, scores, held))
 
     def _collect_shadow(self, result: BatchResult) -> None:
         """The challenger's finished batches: cached for their labels, and their records for the shadow topic."""
@@ -275,23 +280,41 @@ class BatchProcessor:
         predictions.event_times_ms = predictions.event_times_ms[keep]
         predictions.rows = predictions.rows[keep]
 
-    def _features(self, keys: list[str], times: np.ndarray, values: np.ndarray,
-                  partitions: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[str, Exception]]]:
+    def _clocks(self, times: np.ndarray, partitions: np.ndarray, bad: Mapping[int, Any],
+                rows: np.ndarray) -> np.ndarray:
+        """The partition clocks of ``rows``, advanced over every valid event of the batch in order.
+
+        Replayed events left out (already in their key's restored state) move
+        the clock too, as they did the first time, so that expiry is the same.
+        """
+        valid = np.ones(len(times), dtype=bool)
+        if bad:
+            valid[np.fromiter(bad, dtype=np.int64, count=len(bad))] = False
+        clocks = np.zeros(len(times), dtype=np.int64)
+        clocks[valid] = self.store.advance_clocks(times[valid], partitions[valid])
+        return clocks[rows]
+
+    def _features(self, keys: list[str], times: np.ndarray, values: np.ndarray, partitions: np.ndarray,
+                  clocks: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[str, Exception]]]:
         """The batch's features; if the batch call fails, record by record, isolating the ones that fail.
 
         ``FeatureStore.update_arrays`` changes no state when it raises, so the
-        records are retried one at a time, in arrival order.
+        records are retried one at a time, in arrival order. ``held`` receives
+        the events each row's key holds.
         """
         try:
-            return self.store.update_arrays(keys, times, values, partitions), {}
+            return self.store.update_arrays(keys, times, values, partitions, clocks, held), {}
         except Exception as exc:
             logger.warning("computing features for a batch of %d failed (%s: %s); retrying record by record",
                            len(keys), type(exc).__name__, exc)
         features = np.zeros((len(keys), self.store.spec.n_features))
         failed: dict[int, tuple[str, Exception]] = {}
+        held[:] = 0
         for i, key in enumerate(keys):
+            at = slice(i, i + 1)
             try:
-                features[i] = self.store.update_arrays([key], times[i:i + 1], values[i:i + 1], partitions[i:i + 1])[0]
+                features[i] = self.store.update_arrays([key], times[at], values[at], partitions[at], clocks[at],
+                                                       held[at])[0]
             except Exception as exc:
                 failed[i] = ("features", exc)
         return features, failed
@@ -337,14 +360,14 @@ class BatchProcessor:
         return rest
 
     def _encode(self, keys: list[str], times: np.ndarray, topics: list[str], partitions: np.ndarray,
-                offsets: np.ndarray, scores: Scores, rows: np.ndarray) -> Predictions:
+                offsets: np.ndarray, scores: Scores, rows: np.ndarray, held: np.ndarray) -> Predictions:
         """The predictions of ``rows`` (indexes into the batch), encoded; a row whose prediction cannot be
         encoded is left out and named in ``unencodable``."""
         n = len(keys)
         now_ms = int(time.time() * 1000)
         key_bytes = [k.encode() for k in keys]
         if self._batch_encoder is not None:
-            columns = prediction_columns(key_bytes, times, topics, partitions, offsets, scores, now_ms)
+            columns = prediction_columns(key_bytes, times, topics, partitions, offsets, scores, now_ms, held)
             try:
                 return Predictions(key_bytes, self._batch_encoder.encode(n, columns),
                                    np.asarray(times, dtype=np.int64), rows)
@@ -352,7 +375,7 @@ class BatchProcessor:
                 pass  # one record is beyond the compiled program: encode one by one, and find it
         values: list[bytes] = []
         failed: dict[int, OutputRejectedError] = {}
-        for i, record in enumerate(self._records(keys, times, topics, partitions, offsets, scores, now_ms)):
+        for i, record in enumerate(self._records(keys, times, topics, partitions, offsets, scores, now_ms, held)):
             try:
                 values.append(self.encoder.encode(record))
             except (OverflowError, ValueError, IndexError, TypeError, AttributeError) as exc:
@@ -364,11 +387,11 @@ class BatchProcessor:
                            unencodable={int(rows[i]): error for i, error in failed.items()})
 
     def _records(self, keys: list[str], times: np.ndarray, topics: list[str], partitions: np.ndarray,
-                 offsets: np.ndarray, scores: Scores, now_ms: int) -> Iterator[dict[str, Any]]:
+                 offsets: np.ndarray, scores: Scores, now_ms: int, held: np.ndarray) -> Iterator[dict[str, Any]]:
         """Predictions as dicts, for output schemas the compiled encoder does not cover."""
         proba = scores.probabilities
-        for i, (key, ts, topic, partition, offset) in enumerate(
-                zip(keys, times.tolist(), topics, partitions.tolist(), offsets.tolist())):
+        for i, (key, ts, topic, partition, offset, events) in enumerate(
+                zip(keys, times.tolist(), topics, partitions.tolist(), offsets.tolist(), held.tolist())):
             yield {
                 "key": key, "event_time": ts, "source_topic": topic, "source_partition": partition,
                 "source_offset": offset, "model_name": self.model_name, "model_version": self.model_version,
@@ -379,6 +402,7 @@ class BatchProcessor:
                     if proba is not None else []
                 ),
                 "scored_at": now_ms,
+                "window_events": events,
             }
 
 

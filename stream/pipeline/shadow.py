@@ -48,6 +48,7 @@ class ShadowJob:
     offsets: np.ndarray
     ids: Sequence[str] | None
     champion: Scores
+    window_events: np.ndarray  # the events each row's key held
 
 
 @dataclass
@@ -181,5 +182,5 @@ def _agreed(champion: Scores, challenger: Scores) -> int:
 def _encode(encoder: BatchEncoder, job: ShadowJob, scores: Scores) -> tuple[list[bytes], list[bytes]]:
     key_bytes = [k.encode() for k in job.keys]
     columns = prediction_columns(key_bytes, job.event_times, job.topics, job.partitions, job.offsets, scores,
-                                 int(time.time() * 1000))
+                                 int(time.time() * 1000), job.window_events)
     return key_bytes, encoder.encode(len(key_bytes), columns)

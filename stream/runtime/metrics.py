@@ -94,6 +94,10 @@ class ServiceMetrics:
         self.state_refused = Counter(
             "streamscore_state_records_refused", "Drift-detector records of the changelog refused at restore "
             "(unsigned, wrongly signed or malformed); their detectors started afresh", registry=r)
+        self.keys_expired = Counter(
+            "streamscore_state_keys_expired", "Keys forgotten after state.key_ttl_s of event time without an event "
+            "(tombstoned in the changelog)", registry=r)
+        self.keys_live = Gauge("streamscore_state_keys", "Keys with window state in this process", registry=r)
         self.retrains = Counter(
             "streamscore_retrains", "Retrainings started by an error alarm, by outcome (registered, failed)",
             ["outcome"], registry=r)

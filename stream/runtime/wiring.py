@@ -82,7 +82,7 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         drift_encoder = AvroEncoder(drift_schema, codec_cfg.format, drift_id)
     processor = BatchProcessor(
         codec=codec,
-        store=FeatureStore(config.features),
+        store=FeatureStore(config.features, config.state.key_ttl_ms),
         scorer=scorer,
         encoder=encoder,
         key_field=codec_cfg.key_field,
@@ -112,9 +112,10 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
     # exactly-once: checkpoints go in the batch's transaction, on its producer
     checkpoints = CheckpointDelivery(PredictionSink(producer)) if changelog is not None and not exactly_once else None
     state = StateKeeper(
-        input_topic=kafka.input_topics[0], changelog=changelog, checkpoints=checkpoints,
+        input_topic=kafka.input_topics[0], store=processor.store, changelog=changelog, checkpoints=checkpoints,
         checkpoint_interval_s=config.state.checkpoint_interval_ms / 1000.0,
         restore_seconds=metrics.restore_seconds, restored=metrics.state_restored, records=metrics.state_records,
+        expired=metrics.keys_expired, live=metrics.keys_live,
     )
     service = ScoringService(
         config=config, processor=processor, source=source, sink=sink, state=state, stats=stats, metrics=metrics,

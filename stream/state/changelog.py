@@ -1,11 +1,16 @@
 """The state changelog: each input partition's windows and drift detectors, kept in a compacted topic.
 
 Changelog partition p holds the state of input partition p. A checkpoint
-writes, for each input partition that moved since the last one, a record per
-entity whose windows changed (key ``k<entity>``, value: ``features.snapshot``
-bytes), then a marker (key ``m``, value: the partition's drift detectors).
-Every record carries the input offset it reflects (the next offset to read
-after the events it holds) and the feature spec's fingerprint. Checkpoints
+writes, for each input partition that moved since the last one, a tombstone
+per entity that expired (``state.key_ttl_s``), a record per entity whose
+windows changed (key ``k<entity>``, value: ``features.snapshot`` bytes), then
+a marker (key ``m``, value: the partition's drift detectors; the partition's
+event-time clock in a header). Every record carries the input offset it
+reflects (the next offset to read after the events it holds), the feature
+spec's fingerprint and the layout's format version (``FORMAT``): a restore
+refuses a record of a format it does not know rather than misread it, and
+reads format 1 (before the clock) by taking the clock from the entities'
+newest event times. Checkpoints
 go out with a batch's outputs: inside its transaction in exactly-once mode;
 in at-least-once mode on a producer of their own (``CheckpointDelivery``),
 acknowledged before the offsets of the partitions they cover are committed.
@@ -52,7 +57,7 @@ from stream.kafka.source import position
 from stream.state.signing import StateSigner
 from stream.types import Headers
 
-__all__ = ["CHANGELOG_TOPIC_CONFIG", "Changelog", "PartitionState", "select"]
+__all__ = ["CHANGELOG_TOPIC_CONFIG", "FORMAT", "Changelog", "PartitionState", "StateRecord", "select"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,10 @@ ENTITY_PREFIX = b"k"
 MARKER_KEY = b"m"
 OFFSET_HEADER = "streamscore.state.offset"
 SPEC_HEADER = "streamscore.state.spec"
+FORMAT_HEADER = "streamscore.state.format"
+CLOCK_HEADER = "streamscore.state.clock"
+# The layout this code writes; it reads this one and those before (a record without the header is format 1).
+FORMAT = 2
 # Compaction keeps one version per entity. Small segments let the cleaner
 # reach the older ones soon, so a restore reads little more than the state.
 CHANGELOG_TOPIC_CONFIG = {
@@ -79,27 +88,36 @@ class PartitionState:
     drift: bytes = b""
     resume_at: int | None = None  # the last checkpoint's offset M: read again from here to ``committed``
     skip: dict[str, int] = field(default_factory=dict)  # entity -> offset its version holds events up to
+    clock: int | None = None  # the partition's event-time clock as of ``resume_at`` (None: from the entities)
     read: int = 0  # changelog records read
     ignored: int = 0  # versions beyond the committed offset, or of another feature spec
 
 
-def select(partition: int, committed: int | None, records: list[tuple[bytes, bytes | None, int, str]],
-           fingerprint: str) -> PartitionState:
-    """The state as of ``committed`` from a changelog partition's records, in log order.
+@dataclass(frozen=True)
+class StateRecord:
+    """One changelog record, as a restore sees it."""
 
-    Each record is (key, value, offset it reflects, spec fingerprint).
-    """
+    key: bytes
+    value: bytes | None
+    offset: int  # the input offset it reflects (-1: none)
+    spec: str  # the feature spec's fingerprint
+    clock: int | None = None  # a marker's partition clock
+
+
+def select(partition: int, committed: int | None, records: list[StateRecord], fingerprint: str) -> PartitionState:
+    """The state as of ``committed`` from a changelog partition's records, in log order."""
     state = PartitionState(partition, committed, read=len(records))
     if committed is None:  # nothing committed: the input starts over, and so does its state
         state.ignored = len(records)
         return state
     versions: dict[str, tuple[int, bytes]] = {}
-    for key, value, offset, spec in records:
-        if spec != fingerprint or offset < 0 or offset > committed:
+    for record in records:
+        key, value, offset = record.key, record.value, record.offset
+        if record.spec != fingerprint or offset < 0 or offset > committed:
             state.ignored += 1
             continue
         if key == MARKER_KEY:
-            state.resume_at, state.drift = offset, value or b""
+            state.resume_at, state.drift, state.clock = offset, value or b"", record.clock
         elif key.startswith(ENTITY_PREFIX):
             entity = key[len(ENTITY_PREFIX):].decode()
             if value is None:
@@ -133,6 +151,7 @@ class Changelog:
         self.signer = signer or StateSigner(None)
         self.on_refused = on_refused
         self.timeout_s = timeout_s
+        self.expired = 0  # keys expired and tombstoned so far
         self._reader_settings = {
             **reader_settings,
             "group.id": f"{topic}-restore",  # never joined or committed: partitions are assigned
@@ -151,15 +170,23 @@ class Changelog:
         """
         sent = 0
         for partition, offset in progress.items():
-            headers: Headers = [(SPEC_HEADER, self.store.fingerprint.encode()), (OFFSET_HEADER, str(offset).encode())]
+            headers: Headers = [(SPEC_HEADER, self.store.fingerprint.encode()), (OFFSET_HEADER, str(offset).encode()),
+                                (FORMAT_HEADER, str(FORMAT).encode())]
+            expired = self.store.expire(partition)
+            if expired:
+                sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in expired], [None] * len(expired),
+                               headers=headers, partition=partition)
+                self.expired += len(expired)
             entities = self.store.dirty(partition)
             sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in entities], self.store.export(entities),
                            headers=headers, partition=partition)
             drift = (self.signer.sign(self.monitor.export(partition))
                      if self.monitor is not None and self.signer.enabled else b"")
-            sink.send(self.topic, MARKER_KEY, drift, headers=headers, partition=partition)
+            clock = self.store.clock(partition)
+            marker_headers = headers if clock is None else [*headers, (CLOCK_HEADER, str(clock).encode())]
+            sink.send(self.topic, MARKER_KEY, drift, headers=marker_headers, partition=partition)
             self.store.clean(partition)
-            sent += len(entities) + 1
+            sent += len(expired) + len(entities) + 1
         return sent
 
     def read(self, committed: Mapping[int, int | None]) -> dict[int, PartitionState]:
@@ -171,7 +198,7 @@ class Changelog:
         if not committed:
             return {}
         started = time.monotonic()
-        records: dict[int, list[tuple[bytes, bytes | None, int, str]]] = {p: [] for p in committed}
+        records: dict[int, list[StateRecord]] = {p: [] for p in committed}
         consumer = Consumer(self._reader_settings)
         try:
             todo = set(committed)  # an empty partition reports its end at once too
@@ -221,6 +248,10 @@ class Changelog:
             self.store.load(list(state.entities.items()), state.partition)
         except StateFormatError as exc:
             raise StateRestoreError(f"state of {self.topic}[{state.partition}] does not load: {exc}") from exc
+        clock = state.clock
+        if clock is None and state.entities:  # format 1: no clock saved; the newest of its keys' events
+            clock = int(self.store.newest(list(state.entities)).max())
+        self.store.set_clock(state.partition, clock)
         if self.monitor is not None and state.drift:
             try:
                 payload = self.signer.verify(state.drift)
@@ -239,11 +270,23 @@ class Changelog:
             self.monitor.drop(partition)
 
 
-def _record(msg: Any) -> tuple[bytes, bytes | None, int, str]:
+def _record(msg: Any) -> StateRecord:
+    """A changelog message as a record; StateRestoreError for a format this code does not read."""
     headers = dict(msg.headers() or ())
-    try:
-        offset = int(headers.get(OFFSET_HEADER, b"-1"))
-    except ValueError:
-        offset = -1
+    layout = _number(headers.get(FORMAT_HEADER, b"1"))
+    if layout is None or not 1 <= layout <= FORMAT:
+        raise StateRestoreError(
+            f"state record at {msg.topic()}[{msg.partition()}]@{msg.offset()} has layout format "
+            f"{headers.get(FORMAT_HEADER)!r}; this streamscore reads formats 1-{FORMAT}. It was written by a newer "
+            "version: run that version, or give this one a new state.topic (its state then starts empty)")
+    offset = _number(headers.get(OFFSET_HEADER, b"-1"))
     spec = headers.get(SPEC_HEADER, b"").decode(errors="replace")
-    return msg.key() or b"", msg.value(), offset, spec
+    clock = _number(headers[CLOCK_HEADER]) if CLOCK_HEADER in headers else None
+    return StateRecord(msg.key() or b"", msg.value(), -1 if offset is None else offset, spec, clock)
+
+
+def _number(raw: bytes | None) -> int | None:
+    try:
+        return int(raw or b"")
+    except ValueError:
+        return None

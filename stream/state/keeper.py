@@ -4,7 +4,9 @@ The run loop asks four things of it: what a rebalance decided (restores and
 drops, applied between batches), which of a batch's offsets may be committed
 (not those still being replayed), when to checkpoint, and where to read from
 after a batch is abandoned. Without a changelog it keeps nothing, and an
-abandoned batch is read again from its first offsets.
+abandoned batch is read again from its first offsets. With or without one,
+keys idle past ``state.key_ttl_s`` are forgotten on the checkpoint schedule
+(off the per-event path).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Literal
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
+from features import FeatureStore
 from stream.kafka.sink import PredictionSink
 from stream.state.changelog import Changelog, PartitionState
 from stream.state.checkpoints import CheckpointDelivery, CheckpointSchedule
@@ -37,14 +40,18 @@ class StateKeeper:
         self,
         *,
         input_topic: str,
+        store: FeatureStore,
         changelog: Changelog | None,
         checkpoints: CheckpointDelivery | None,
         checkpoint_interval_s: float,
         restore_seconds: Histogram,
         restored: Counter,
         records: Counter,
+        expired: Counter | None = None,
+        live: Gauge | None = None,
     ) -> None:
         self.input_topic = input_topic
+        self.store = store
         self.changelog = changelog
         self.checkpoints = checkpoints  # at-least-once: the changelog's own producer
         self.replay = Replay()  # input read again after a restore, for state only
@@ -56,6 +63,8 @@ class StateKeeper:
         self._restore_seconds = restore_seconds
         self._restored = restored
         self._records = records
+        self._expired = expired
+        self._live = live
 
     def on_assigned(self, committed: Mapping[TopicPartition, int | None]) -> Offsets:
         """Rebalance callback: read the new partitions' state; they start where their replay starts."""
@@ -105,21 +114,34 @@ class StateKeeper:
     def maybe_checkpoint(self, sink: PredictionSink) -> dict[int, int]:
         """Save changed state as the schedule says: on ``sink`` (the batch's transaction), or on its own producer.
 
-        Returns the partitions saved, with the offsets their state reflects.
+        Keys idle past the ttl are forgotten then (and tombstoned). Returns the
+        partitions saved, with the offsets their state reflects.
         """
-        if self.changelog is None or not self._progress:
+        if not self._progress:
             return {}
         now = time.monotonic()
         due = self._schedule.due(self._progress, now)
         if not due:
             return {}
         progress = {p: self._progress.pop(p) for p in due}
+        self._schedule.saved(progress, now)
+        if self.changelog is None:
+            expired = sum(len(self.store.expire(p)) for p in progress)
+            self._counted(expired)
+            return {}
+        before = self.changelog.expired
         target = sink if self.checkpoints is None else self.checkpoints.sink
         self._records.inc(self.changelog.checkpoint(target, progress))
         if self.checkpoints is not None:
             self.checkpoints.sent((self.input_topic, p) for p in progress)
-        self._schedule.saved(progress, now)
+        self._counted(self.changelog.expired - before)
         return progress
+
+    def _counted(self, expired: int) -> None:
+        if self._expired is not None and expired:
+            self._expired.inc(expired)
+        if self._live is not None:
+            self._live.set(len(self.store))
 
     def committable(self, offsets: Offsets, wait: bool = False) -> Offsets:
         """Of ``offsets``, those whose checkpoints are acknowledged (at-least-once); ``wait`` for all of them."""

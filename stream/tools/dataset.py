@@ -63,10 +63,12 @@ def read_training_set(config: ServiceConfig, span: StreamRange, schema_source: S
         truth = read_labels(consumer, labels_topic, label_codec)
         id_field = config.labels.id_field
         rows: list[dict[str, Any]] = []
+        shards: list[int] = []  # each row's partition (per topic), whose clock key expiry counts on
         ids: list[str] = []
         out = TopicTrainingSet(np.empty((0, 0)), [], np.empty(0, dtype=np.int64), np.empty((0, 0)))
         for topic in config.kafka.input_topics:
             for tp, start, end in partition_ranges(consumer, topic, span):
+                shard = len(out.offsets)
                 out.offsets[f"{topic}/{tp.partition}"] = [start, end]
                 for offset, value in read_partition(consumer, tp, start, end, progress):
                     try:
@@ -79,12 +81,14 @@ def read_training_set(config: ServiceConfig, span: StreamRange, schema_source: S
                     if span.to_time_ms is not None and record[codec_cfg.time_field] >= span.to_time_ms:
                         continue
                     rows.append(record)
+                    shards.append(shard)
                     ids.append(str(record[id_field]) if id_field else event_id(topic, tp.partition, offset))
     finally:
         consumer.close()
     out.events = len(rows)
     # the scorer's feature code, each partition's events in offset order
-    features = compute_features(config.features, rows, codec_cfg.key_field, codec_cfg.time_field)
+    features = compute_features(config.features, rows, codec_cfg.key_field, codec_cfg.time_field,
+                                config.state.key_ttl_ms, shards)
     keep = [i for i, event in enumerate(ids) if event in truth]
     out.unlabelled = len(rows) - len(keep)
     times = np.asarray([rows[i][codec_cfg.time_field] for i in keep], dtype=np.int64)

@@ -69,14 +69,21 @@ def test_a_restarted_scorer_scores_as_if_it_never_stopped(
 
 def test_scores_are_identical_whether_one_worker_or_a_changing_set_scores_the_stream(
         kafka_bootstrap: str, small_model: ModelArtifact) -> None:
-    """Exactly-once, 50,000 events over 8 partitions: 1 worker, then 3, then 2 after a SIGKILL (stream/tools/chaos)."""
+    """Exactly-once, 50,000 events over 8 partitions: 1 worker, then 3, then 2 after a SIGKILL (stream/tools/chaos).
+
+    Keys expire after 2 s of event time (each of the 500 keys has an event
+    every 0.5 s on average), so expiry, its tombstones and the partition
+    clocks go through the restores too: scores and the events each key's
+    windows held must match one uninterrupted worker.
+    """
     from stream.tools.chaos import determinism_scenario
 
-    outcome = determinism_scenario(kafka_bootstrap, small_model.path, events=50_000)
+    outcome = determinism_scenario(kafka_bootstrap, small_model.path, events=50_000, key_ttl_s=2.0)
     print(f"determinism: {outcome.determinism_mismatches} mismatches, restores {outcome.restore_seconds}, "
-          f"killed at {outcome.outputs_at_kills}, {outcome.seconds}s")
+          f"killed at {outcome.outputs_at_kills}, {outcome.key_returns} returns after expiry, {outcome.seconds}s")
     assert outcome.scorer_kills == 1 and 0 < outcome.outputs_at_kills[0] < outcome.inputs
     assert (outcome.lost, outcome.duplicates) == (0, 0)
+    assert outcome.key_returns is not None and outcome.key_returns > 100, "keys expired and came back"
     assert outcome.determinism_mismatches == 0
     assert outcome.restore_seconds, "partitions moved with their state"
 
@@ -117,3 +124,50 @@ class Planted:
 
     def __reduce__(self):
         return (os.mkdir, (str(self.path),))
+
+
+def _changelog(bootstrap: str, topic: str) -> list[tuple[bytes, bytes | None]]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("state-reader"),
+                         "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    out: list[tuple[bytes, bytes | None]] = []
+    try:
+        while True:
+            msg = consumer.poll(10)
+            assert msg is not None, "the changelog partition's end never came"
+            if msg.error():
+                break  # the partition's end
+            out.append((msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    return out
+
+
+def test_an_idle_key_expires_is_tombstoned_and_comes_back_to_empty_windows(
+        kafka_bootstrap: str, small_model: ModelArtifact) -> None:
+    """One partition, an event every 10 ms of event time; sensor-gone has 10 events, is silent for 30 s, returns."""
+    topic = unique("expiry")
+    records = [r for r, _ in sensor_events(3_000, 20, seed=8)]
+    for i, record in enumerate(records):
+        record["ts"] = 1_700_000_000_000 + 10 * i
+    for record in [*records[:10], records[-1]]:
+        record["sensor_id"] = "sensor-gone"
+    produce(kafka_bootstrap, topic, records, partitions=1)
+    config = service_config(kafka_bootstrap, small_model.path, topic, state__key_ttl_s=5.0,
+                            state__checkpoint_interval_ms=100, batch__max_size=200)
+    service = build_service(config)
+    service.run(idle_exit_seconds=3)
+    assert service.stats.consumed == len(records)
+
+    predictions = {p["source_offset"]: p for p in (PREDICTION.decode(r.value) for r in
+                                                  read_topic(kafka_bootstrap, config.kafka.output_topic,
+                                                             expected=len(records)))}
+    assert [predictions[o]["window_events"] for o in range(10)] == list(range(1, 11))
+    assert predictions[len(records) - 1]["key"] == "sensor-gone"
+    assert predictions[len(records) - 1]["window_events"] == 1, "back after the ttl: empty windows"
+    assert predictions[len(records) - 2]["window_events"] >= 16, "the others hold their windows"
+
+    changelog = [(k, v) for k, v in _changelog(kafka_bootstrap, config.state_topic) if k == b"ksensor-gone"]
+    tombstones = [i for i, (_, v) in enumerate(changelog) if v is None]
+    assert len(tombstones) == 1 and tombstones[0] > 0, "its windows were saved, then one tombstone while it was gone"
+    assert service.metrics.registry.get_sample_value("streamscore_state_keys_expired_total") >= 1

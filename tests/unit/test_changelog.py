@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from stream.state.changelog import ENTITY_PREFIX, MARKER_KEY, select
+import pytest
+
+from stream.state.changelog import ENTITY_PREFIX, MARKER_KEY, StateRecord, select
 from stream.state.checkpoints import CheckpointDelivery, CheckpointSchedule
 
 SPEC = "spec-1"
 
 
-def entity(name: str, value: bytes, offset: int, spec: str = SPEC):
-    return ENTITY_PREFIX + name.encode(), value, offset, spec
+def entity(name: str, value: bytes | None, offset: int, spec: str = SPEC) -> StateRecord:
+    return StateRecord(ENTITY_PREFIX + name.encode(), value, offset, spec)
 
 
-def marker(offset: int, drift: bytes = b"", spec: str = SPEC):
-    return MARKER_KEY, drift, offset, spec
+def marker(offset: int, drift: bytes = b"", spec: str = SPEC, clock: int | None = None) -> StateRecord:
+    return StateRecord(MARKER_KEY, drift, offset, spec, clock)
 
 
 LOG = [
@@ -58,6 +60,13 @@ def test_a_later_log_entry_wins_even_with_a_lower_offset() -> None:
     log = [*LOG[:5], entity("a", b"a@250-dead", 250), marker(250), entity("a", b"a@240", 240), marker(240)]
     state = select(0, 260, log, SPEC)
     assert state.resume_at == 240 and state.entities["a"] == b"a@240"
+
+
+def test_a_tombstone_removes_its_entity_and_the_marker_brings_its_clock() -> None:
+    log = [*LOG[:3], entity("a", None, 150), marker(150, b"d@150", clock=9_000)]
+    state = select(3, 160, log, SPEC)
+    assert state.entities == {"b": b"b@100"} and state.resume_at == 150 and state.clock == 9_000
+    assert select(3, 120, log, SPEC).clock is None  # format 1 marker: no clock
 
 
 class FakeSink:
@@ -126,3 +135,42 @@ def test_a_partition_a_whole_interval_late_is_saved_at_once_and_zero_means_every
     assert schedule.due([0, 1, 2], 2.0) == [1, 2]  # both are two intervals behind their last save
     every = CheckpointSchedule(interval_s=0.0, started=0.0)
     assert every.due([3, 1], 0.0) == [1, 3]
+
+
+class Message:
+    """A changelog message as the restore reads it."""
+
+    def __init__(self, headers: list[tuple[str, bytes]], key: bytes = b"m", value: bytes | None = b"") -> None:
+        self._headers, self._key, self._value = headers, key, value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def topic(self) -> str:
+        return "state"
+
+    def partition(self) -> int:
+        return 2
+
+    def offset(self) -> int:
+        return 17
+
+
+def test_records_carry_a_format_and_a_newer_one_is_refused_not_misread() -> None:
+    from stream.exceptions import StateRestoreError
+    from stream.state.changelog import CLOCK_HEADER, FORMAT, FORMAT_HEADER, OFFSET_HEADER, SPEC_HEADER, _record
+
+    base = [(SPEC_HEADER, SPEC.encode()), (OFFSET_HEADER, b"120")]
+    old = _record(Message(base))  # format 1: before the header existed
+    assert (old.offset, old.spec, old.clock) == (120, SPEC, None)
+    now = _record(Message([*base, (FORMAT_HEADER, str(FORMAT).encode()), (CLOCK_HEADER, b"1700000000000")]))
+    assert now.clock == 1_700_000_000_000
+    for unknown in (str(FORMAT + 1).encode(), b"two"):
+        with pytest.raises(StateRestoreError, match=r"state\[2\]@17 has layout format"):
+            _record(Message([*base, (FORMAT_HEADER, unknown)]))

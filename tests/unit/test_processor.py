@@ -182,10 +182,10 @@ class FailingStore(FeatureStore):
         super().__init__(spec)
         self.bad_key = bad_key
 
-    def update_arrays(self, keys, times, values, shards=None):
+    def update_arrays(self, keys, times, values, shards=None, clocks=None, held=None):
         if self.bad_key in keys:
             raise ArithmeticError(f"cannot compute features for {self.bad_key}")
-        return super().update_arrays(keys, times, values, shards)
+        return super().update_arrays(keys, times, values, shards, clocks, held)
 
 
 class FailingScorer(BatchScorer):

@@ -20,7 +20,7 @@ SAMPLES = {
                    "source_partition": 3, "source_offset": 42, "model_name": "m", "model_version": "1",
                    "score": 0.25, "label": "0",
                    "probabilities": [{"label": "0", "probability": 0.75}, {"label": "1", "probability": 0.25}],
-                   "scored_at": 1_700_000_000_200},
+                   "scored_at": 1_700_000_000_200, "window_events": 7},
     "drift_event": {"signal": "input:temperature", "detector": "adwin", "model_name": "m", "model_version": "1",
                     "topic": "in", "partition": 2, "offset": 1234, "event_time": 1_700_000_000_000,
                     "detected_at": 1_700_000_000_500, "observations": 2048, "mean_before": 0.01,

@@ -61,6 +61,10 @@ def say(text: str) -> None:
     print(f"chaos: {text}", file=sys.stderr, flush=True)
 
 
+# A prediction as the scenarios compare it: its score and how many events its key's windows held.
+Scored = tuple[float, int]
+
+
 @dataclass
 class Outcome:
     """What a scenario did and what came out of it."""
@@ -78,6 +82,8 @@ class Outcome:
     order_held: bool = True
     not_ready_seen: bool | None = None  # broker scenario: /readyz said 503 while the broker was away
     determinism_mismatches: int | None = None  # determinism scenario: sources whose score is not the reference's
+    # determinism scenario with state.key_ttl_s: events whose key came back after the ttl, to empty windows
+    key_returns: int | None = None
     restore_seconds: list[float] = field(default_factory=list)  # state reads seen in the scorers' logs (per assignment)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -261,7 +267,7 @@ class SourceReader:
                                    "auto.offset.reset": "earliest", "enable.auto.commit": False,
                                    "isolation.level": "read_committed"})
         self._consumer.subscribe([topic])
-        self.sources: dict[tuple[int, int], list[float]] = defaultdict(list)
+        self.sources: dict[tuple[int, int], list[Scored]] = defaultdict(list)
 
     def read(self, timeout_s: float = 0.2) -> int:
         got = [m for m in self._consumer.consume(num_messages=5000, timeout=timeout_s) if m.error() is None]
@@ -279,7 +285,7 @@ class SourceReader:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{len(self.sources):,} of {count:,} outputs after {timeout_s:.0f}s")
 
-    def finish(self, settle_s: float = 3.0) -> dict[tuple[int, int], list[float]]:
+    def finish(self, settle_s: float = 3.0) -> dict[tuple[int, int], list[Scored]]:
         """Everything, once nothing new came for ``settle_s``."""
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < settle_s:
@@ -291,17 +297,17 @@ class SourceReader:
         self._consumer.close()
 
 
-def scores_by_source(messages: list[Any]) -> dict[tuple[int, int], list[float]]:
-    """The scores of each source (partition, offset) among prediction messages."""
-    out: dict[tuple[int, int], list[float]] = defaultdict(list)
+def scores_by_source(messages: list[Any]) -> dict[tuple[int, int], list[Scored]]:
+    """The (score, window_events) of each source (partition, offset) among prediction messages."""
+    out: dict[tuple[int, int], list[Scored]] = defaultdict(list)
     add_scores(out, messages)
     return dict(out)
 
 
-def add_scores(into: dict[tuple[int, int], list[float]], messages: list[Any]) -> None:
+def add_scores(into: dict[tuple[int, int], list[Scored]], messages: list[Any]) -> None:
     for msg in messages:
         p = PREDICTION.decode(msg.value())
-        into[(p["source_partition"], p["source_offset"])].append(p["score"])
+        into[(p["source_partition"], p["source_offset"])].append((p["score"], p["window_events"]))
 
 
 def prefixed(settings: dict[str, Any]) -> dict[str, str]:

@@ -156,8 +156,13 @@ DETERMINISM_RATE = 2500.0
 JOIN_AT, KILL_AT = 0.15, 0.5
 
 
-def determinism_scenario(bootstrap: str, model: Path, events: int = 50_000, seed: int = 13) -> Outcome:
-    """Exactly-once: 1 worker, then 3, then 2 after a SIGKILL, against one uninterrupted worker on the same input."""
+def determinism_scenario(bootstrap: str, model: Path, events: int = 50_000, seed: int = 13,
+                         key_ttl_s: float | None = None) -> Outcome:
+    """Exactly-once: 1 worker, then 3, then 2 after a SIGKILL, against one uninterrupted worker on the same input.
+
+    With ``key_ttl_s`` (short enough for keys to expire), predictions must
+    match in score and in the events their windows held.
+    """
     topic = f"chaos-determinism-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
     ensure_topics({"bootstrap.servers": bootstrap}, {topic: PARTITIONS})
@@ -181,7 +186,8 @@ def determinism_scenario(bootstrap: str, model: Path, events: int = 50_000, seed
                              "kafka__consumer__session_timeout_ms": 6000,
                              # a killed worker's open transaction is aborted (and its partitions
                              # restorable) soon after this
-                             "kafka__producer__transaction_timeout_ms": 10000})}
+                             "kafka__producer__transaction_timeout_ms": 10000,
+                             **({} if key_ttl_s is None else {"state__key_ttl_s": key_ttl_s})})}
 
     with tempfile.TemporaryDirectory() as tmp:
         logs = log_dir(tmp)
@@ -227,5 +233,8 @@ def determinism_scenario(bootstrap: str, model: Path, events: int = 50_000, seed
     outcome.duplicates = sum(len(v) - 1 for v in scaled.values())
     outcome.determinism_mismatches = sum(
         1 for pos in positions if scaled.get(pos) != expected.get(pos) or len(expected.get(pos, [])) != 1)
+    if key_ttl_s is not None:
+        firsts = sum(1 for scored in expected.values() for _score, held in scored if held == 1)
+        outcome.key_returns = firsts - min(KEYS, firsts)
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
