@@ -39,8 +39,9 @@ bench-drift-cost: $(STAMP)  ## throughput with default drift monitoring vs witho
 chaos: $(STAMP)  ## scorer kills, broker restarts, workers joining and dying: bench/results/chaos.json
 	scripts/local-kafka with $(BIN)/python bench/chaos.py
 
-bench-state: $(STAMP)  ## state changelog: restore time and memory for 100,000 keys, throughput with vs without
+bench-state: $(STAMP)  ## state: restore time and memory for 100,000 keys, throughput with vs without, 10 M keys churning
 	scripts/local-kafka with $(BIN)/python bench/state_cost.py
+	$(BIN)/python bench/state_churn.py
 
 lifecycle: $(STAMP)  ## drift, alarm, retrain, shadow, compare, promote on a live stream: bench/results/lifecycle.json + .png
 	scripts/local-kafka with $(BIN)/python bench/lifecycle.py

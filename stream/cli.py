@@ -290,6 +290,34 @@ def _compare(args: argparse.Namespace, config: ServiceConfig | None) -> int:
     return EXIT_OK
 
 
+def _state(args: argparse.Namespace, config: ServiceConfig | None) -> int:
+    """`state estimate`: the window bytes per key of the configured spec, the floor beside the store's layout."""
+    from features.footprint import estimate
+
+    assert config is not None
+    footprint = estimate(config.features, args.rate)
+    rows = [("window", "events held", "floor B/key", "layout B/key", "ring")]
+    rows += [(w.name, f"{w.held:,}", f"{w.floor_bytes:,}", f"{w.layout_bytes:,}", f"{w.ring:,}")
+             for w in footprint.windows]
+    rows.append(("all", "", f"{footprint.floor_bytes:,}", f"{footprint.layout_bytes:,}", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in
+                        enumerate(zip(row, widths))))
+    print(f"{args.keys:,} keys at {args.rate:g} events/s each: floor {footprint.floor_bytes * args.keys / 2**20:,.0f} "
+          f"MiB, window arrays {footprint.layout_bytes * args.keys / 2**20:,.0f} MiB "
+          f"({footprint.over_floor:.1f}x the floor, as every key's rings are sized for the busiest key's rate; "
+          "the key index is not counted)")
+    return EXIT_OK
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -389,6 +417,17 @@ def _parser() -> argparse.ArgumentParser:
     comparing.add_argument("--config", required=True, help="TOML configuration of the scorer")
     comparing.add_argument("--png", help="also plot the metric over event time to this PNG")
     models.set_defaults(func=_models, config=None)
+
+    state = sub.add_parser("state", help="the window state's size")
+    state_actions = state.add_subparsers(dest="action", required=True)
+    sizing = state_actions.add_parser("estimate", help="bytes per key of the configured windows: the floor (held "
+                                                       "events and the summaries their aggregates need) and the "
+                                                       "store's layout")
+    sizing.add_argument("--config", required=True, help="TOML configuration of the scorer")
+    sizing.add_argument("--keys", type=_positive, default=1_000_000, help="live keys (default 1,000,000)")
+    sizing.add_argument("--rate", type=_positive_float, default=5.0,
+                        help="events per second of event time per key (default 5)")
+    state.set_defaults(func=_state)
     return parser
 
 
