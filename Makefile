@@ -6,8 +6,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The peer benchmark's own environment: Quix Streams pins its own confluent-kafka.
+PEER_VENV := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
+QUIXSTREAMS := quixstreams==3.28.1
 
-.PHONY: demo test test-unit lint docs venv broker-start broker-stop broker-status registry-start registry-stop clean drift-report bench-drift-cost bench-state bench chaos lifecycle mlflow-extra
+.PHONY: demo test test-unit lint docs venv broker-start broker-stop broker-status registry-start registry-stop clean drift-report bench-drift-cost bench-state bench bench-peer chaos lifecycle mlflow-extra
 
 demo: $(STAMP)  ## the main job on a local broker, with a summary
 	VENV_BIN=$(BIN) scripts/demo
@@ -42,6 +46,15 @@ chaos: $(STAMP)  ## scorer kills, broker restarts, workers joining and dying: be
 bench-state: $(STAMP)  ## state: restore time and memory for 100,000 keys, throughput with vs without, 10 M keys churning
 	scripts/local-kafka with $(BIN)/python bench/state_cost.py
 	$(BIN)/python bench/state_churn.py
+
+bench-peer: $(STAMP) $(PEER_STAMP)  ## the same backlog through streamscore and a Quix Streams application: bench/results/peer.json
+	scripts/local-kafka with $(BIN)/python bench/peer.py --peer-python $(PEER_VENV)/bin/python
+
+$(PEER_STAMP): pyproject.toml
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install --quiet -e . '$(QUIXSTREAMS)'
+	touch $(PEER_STAMP)
 
 lifecycle: $(STAMP)  ## drift, alarm, retrain, shadow, compare, promote on a live stream: bench/results/lifecycle.json + .png
 	scripts/local-kafka with $(BIN)/python bench/lifecycle.py

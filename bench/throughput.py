@@ -43,7 +43,7 @@ CONFIG = ROOT / "examples" / "sensor.toml"
 MODEL = ROOT / "artifacts" / "sensor-model"
 KEYS = 1000
 PARTITIONS = 8
-LOADS = (1000, 5000, 20000)
+LOADS = (1000, 5000, 20000, 50000)
 # A live run offers WARMUP_SECONDS of load, then LOAD_SECONDS that are
 # measured. The warm-up's latencies are reported on their own: on a fresh
 # topic the feed itself is slow at first (with no scorer at all, events of
@@ -52,6 +52,8 @@ LOADS = (1000, 5000, 20000)
 WARMUP_SECONDS = 2
 LOAD_SECONDS = 15
 BATCH_SIZES = (1, 10, 100, 1000, 2000, 5000)
+# Issue 18's bound on the whole-run p99 (warm-up included) at 20,000 events/s.
+WHOLE_RUN_TARGET_MS = 100
 # The backlog is produced as fast as possible, with event times spaced as a
 # 5,000 events/s stream: 5 events per key per second, as in the live runs and
 # in the model's training data (1,000/s over 200 keys), so each key's 10 s
@@ -140,7 +142,7 @@ def measure_latency(bootstrap: str, load: int) -> dict[str, Any]:
     per = max(1, load // 2)  # p99 over each half second, for the latency-over-time panel
     return {
         "events": len(latencies) - load * WARMUP_SECONDS, "mean_batch_size": summary["mean_batch_size"],
-        **after_warmup(latencies, load), "p99_whole_run_ms": pct(latencies, 99),
+        **after_warmup(latencies, load),
         "p99_over_time_ms": [pct(latencies[i:i + per], 99) for i in range(0, len(latencies), per)],
     }
 
@@ -156,7 +158,7 @@ def measure_feed(bootstrap: str, load: int) -> dict[str, Any]:
 
 
 def after_warmup(values_ms: np.ndarray, load: int) -> dict[str, float]:
-    """p50 and p99 of what came after the warm-up, and the warm-up's p99.
+    """p50, p99 and p99.9 of what came after the warm-up, and the warm-up's p99.
 
     Values are in acknowledgement (or arrival) order, which is offer order
     but for events of one batch, so the warm-up is the first
@@ -164,7 +166,8 @@ def after_warmup(values_ms: np.ndarray, load: int) -> dict[str, float]:
     """
     warmup = load * WARMUP_SECONDS
     return {"p50_ms": pct(values_ms[warmup:], 50), "p99_ms": pct(values_ms[warmup:], 99),
-            "p99_warmup_ms": pct(values_ms[:warmup], 99)}
+            "p999_ms": pct(values_ms[warmup:], 99.9), "p99_warmup_ms": pct(values_ms[:warmup], 99),
+            "p99_whole_run_ms": pct(values_ms, 99)}
 
 
 @contextmanager
@@ -290,17 +293,22 @@ def report(rows: dict[str, dict[str, Any]], sweep: list[dict[str, Any]], latency
           "plain consumer")
     for load, v in latency.items():
         f = v["feed"]
-        print(f"offered {load:>6,} events/s: p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms, mean batch "
-              f"{v['mean_batch_size']}; the feed alone p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms; warm-up p99 "
-              f"{v['p99_warmup_ms']} ms (feed alone {f['p99_warmup_ms']} ms), whole run {v['p99_whole_run_ms']} ms")
+        print(f"offered {load:>6,} events/s: p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms, p99.9 {v['p999_ms']} ms, "
+              f"mean batch {v['mean_batch_size']}; the feed alone p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms, "
+              f"p99.9 {f['p999_ms']} ms; warm-up p99 {v['p99_warmup_ms']} ms (feed alone {f['p99_warmup_ms']} ms), "
+              f"whole run {v['p99_whole_run_ms']} ms (feed alone {f['p99_whole_run_ms']} ms)")
     return {
         "ceiling_eps": c, "naive_eps": n, "streamscore_eps": s,
         "streamscore_over_naive": s / n, "streamscore_over_ceiling": s / c, "ratios_per_round": per_round,
         "rounds": ROUNDS, "backlog_event_rate": BACKLOG_EVENT_RATE,
         "p50_ms": {str(k): v["p50_ms"] for k, v in latency.items()},
         "p99_ms": {str(k): v["p99_ms"] for k, v in latency.items()},
+        "p999_ms": {str(k): v["p999_ms"] for k, v in latency.items()},
         "p99_whole_run_ms": {str(k): v["p99_whole_run_ms"] for k, v in latency.items()},
+        "feed_p50_ms": {str(k): v["feed"]["p50_ms"] for k, v in latency.items()},
         "feed_p99_ms": {str(k): v["feed"]["p99_ms"] for k, v in latency.items()},
+        "feed_p999_ms": {str(k): v["feed"]["p999_ms"] for k, v in latency.items()},
+        "feed_p99_whole_run_ms": {str(k): v["feed"]["p99_whole_run_ms"] for k, v in latency.items()},
         "warmup_seconds": WARMUP_SECONDS, "measured_seconds": LOAD_SECONDS,
         "peak_rss_mb": rows["streamscore"]["peak_rss_mb"],
         "rows": rows, "batch_size_sweep": sweep, "latency": {str(k): v for k, v in latency.items()},
@@ -330,16 +338,20 @@ def plot(sweep: list[dict[str, Any]], latency: dict[int, dict[str, Any]], path: 
     right.plot(loads, [latency[k]["p50_ms"] for k in loads], "s-", label="p50")
     right.plot(loads, [latency[k]["p99_whole_run_ms"] for k in loads], "^:", color="tab:purple",
                label=f"p99 with the {WARMUP_SECONDS} s warm-up")
+    right.plot(loads, [latency[k]["p999_ms"] for k in loads], "d-", color="tab:brown", label="p99.9")
     right.plot(loads, [latency[k]["feed"]["p99_ms"] for k in loads], "v--", color="tab:grey",
                label="p99 arrival age, the feed alone")
+    right.plot(loads, [latency[k]["feed"]["p50_ms"] for k in loads], "<--", color="silver",
+               label="p50 arrival age, the feed alone")
     for k in loads:
         right.annotate(f"batch {latency[k]['mean_batch_size']:.0f}", (k, latency[k]["p99_ms"]),
                        textcoords="offset points", xytext=(4, 6), fontsize=8)
-    from stream.config import load_config
-
-    max_wait = load_config(CONFIG, {}).batch.max_wait_ms
-    right.axhline(max_wait, color="grey", linestyle=":", label=f"batch.max_wait_ms ({max_wait} ms)")
-    right.axhline(max_wait + 20, color="tab:red", linestyle="--", label=f"p99 target at 5,000/s ({max_wait + 20} ms)")
+    if 5000 in latency:
+        target = latency[5000]["feed"]["p99_ms"] + 10
+        right.plot([5000], [target], "x", color="tab:red", markersize=10,
+                   label=f"p99 target at 5,000/s: the feed's + 10 ms ({target:.0f} ms)")
+    right.axhline(WHOLE_RUN_TARGET_MS, color="tab:red", linestyle="--",
+                  label=f"whole-run p99 target at 20,000/s ({WHOLE_RUN_TARGET_MS} ms)")
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("offered load, events/s")
@@ -349,7 +361,7 @@ def plot(sweep: list[dict[str, Any]], latency: dict[int, dict[str, Any]], path: 
     for k in loads:
         series = latency[k].get("p99_over_time_ms") or []
         over_time.plot([0.5 * (i + 1) for i in range(len(series))], series, label=f"{k:,} events/s")
-    over_time.axhline(max_wait + 20, color="tab:red", linestyle="--", label=f"{max_wait + 20} ms")
+    over_time.axhline(WHOLE_RUN_TARGET_MS, color="tab:red", linestyle="--", label=f"{WHOLE_RUN_TARGET_MS} ms")
     over_time.axvspan(0, WARMUP_SECONDS, color="grey", alpha=0.15, label="warm-up (not in p99)")
     over_time.set_yscale("log")
     over_time.set_xlabel(f"seconds into the run (events in ack order, {WARMUP_SECONDS + LOAD_SECONDS} s offered)")
