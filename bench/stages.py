@@ -42,10 +42,11 @@ def main() -> int:
     processor = service.processor
     stages: list[tuple[Any, str, str]] = [
         (service.source, "poll_batch", "consume"), (processor.decoder, "decode", "decode"),
-        (processor, "_validate", "validate"), (processor, "_features", "window features"),
+        (processor.validator, "check", "validate"), (processor, "_clocks", "partition clocks (expiry)"),
+        (processor, "_features", "window features"),
         (processor, "_score", "model call"), (processor, "_encode", "encode predictions"),
         (service, "_send", "produce"), (service.sink, "flush", "flush"), (service.source, "commit", "commit"),
-        (service, "_maybe_checkpoint", "checkpoints"), (service, "_record_metrics", "metrics"),
+        (service.state, "maybe_checkpoint", "checkpoints and expiry sweeps"), (service, "_record_metrics", "metrics"),
         (processor, "process", "batch processing (decode to drift detectors)"),
     ]
     if processor.quality is not None:

@@ -16,9 +16,20 @@ from stream.config.sections import (
 )
 from stream.exceptions import ConfigError
 
-__all__ = ["validate"]
+__all__ = ["cautions", "validate"]
 
 _NUMERIC = ("double", "float", "int", "long")
+
+
+def cautions(config: ServiceConfig) -> list[str]:
+    """Settings that are valid but work against each other: the scorer logs each at start-up."""
+    out = []
+    state, validation = config.state, config.validation
+    if 0 < state.key_ttl_s <= validation.max_event_ahead_s:
+        out.append(f"state.key_ttl_s ({state.key_ttl_s:g} s) is not above validation.max_event_ahead_s "
+                   f"({validation.max_event_ahead_s:g} s): one event stamped that far ahead moves its partition's "
+                   "clock far enough to expire every other key of the partition")
+    return out
 
 
 def validate(config: ServiceConfig) -> None:

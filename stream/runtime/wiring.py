@@ -15,6 +15,7 @@ from models.store import ModelStore, open_store
 from schemas import load_schema
 from stream.avro.codec import AvroCodec, AvroEncoder, SchemaSource
 from stream.config import ServiceConfig, read_schema
+from stream.config.checks import cautions
 from stream.exceptions import ConfigError
 from stream.kafka.admin import admin_settings, ensure_topics, partition_counts
 from stream.kafka.cluster import check_settings, missing_topics, probe
@@ -93,6 +94,8 @@ def build_service(config: ServiceConfig, schema_source: SchemaSource | None = No
         max_output_bytes=int(kafka.producer.get("message.max.bytes", DEFAULT_MAX_OUTPUT_BYTES)),
         shadow=shadow,
     )
+    for caution in cautions(config):
+        logger.warning("%s", caution)
     processor.warm_up()
     if kafka.create_topics:
         topics = {kafka.output_topic: kafka.topic_partitions, kafka.dead_letter_topic: kafka.topic_partitions}

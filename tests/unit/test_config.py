@@ -61,6 +61,7 @@ def test_streamscore_variable_beats_kafka_bootstrap_servers() -> None:
         ("", {"STREAMSCORE_KAFKA__INPUT_TOPICS": '["a", "b"]'}, "needs exactly one input topic"),
         ("", {"STREAMSCORE_STATE__TOPIC": "sensor-predictions"}, "state.topic 'sensor-predictions' is already used"),
         ("", {"STREAMSCORE_STATE__CHECKPOINT_INTERVAL_MS": "-1"}, "state.checkpoint_interval_ms must be >= 0"),
+        ("", {"STREAMSCORE_STATE__KEY_TTL_S": "-5"}, "state.key_ttl_s must be >= 0"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, extra: str, environ: dict, message: str) -> None:
@@ -194,3 +195,12 @@ def test_a_wrong_value_in_the_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as wrong:
         load_config(bad, {})
     assert str(wrong.value) == f'batch.max_wait_ms must be int, got "soon" (in {bad})'
+
+
+def test_a_ttl_within_the_bound_on_future_event_times_is_a_caution() -> None:
+    from stream.config.checks import cautions
+
+    assert cautions(load_config(SENSOR, {})) == []  # 7 days against 300 s
+    assert cautions(load_config(SENSOR, {"STREAMSCORE_STATE__KEY_TTL_S": "0"})) == []  # expiry off
+    (caution,) = cautions(load_config(SENSOR, {"STREAMSCORE_STATE__KEY_TTL_S": "60"}))
+    assert caution.startswith("state.key_ttl_s (60 s) is not above validation.max_event_ahead_s (300 s)")
