@@ -43,7 +43,7 @@ from bench.throughput import (  # noqa: E402
     say,
 )
 from stream.kafka.admin import ensure_topics  # noqa: E402
-from stream.tools.chaos.processes import PREDICTION, read_all  # noqa: E402
+from stream.tools.chaos.processes import Scored, read_all, scores_by_source  # noqa: E402
 
 PEER = ROOT / "bench" / "peers" / "quix_scorer.py"
 
@@ -58,19 +58,11 @@ def quix_run(python: str, bootstrap: str, topic: str, output: str, events: int) 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def scores(bootstrap: str, topic: str) -> dict[tuple[int, int], list[float]]:
-    out: dict[tuple[int, int], list[float]] = {}
-    for msg in read_all(bootstrap, topic):
-        p = PREDICTION.decode(msg.value())
-        out.setdefault((p["source_partition"], p["source_offset"]), []).append(p["score"])
-    return out
-
-
-def compare(ours: dict[tuple[int, int], list[float]], theirs: dict[tuple[int, int], list[float]]) -> dict[str, Any]:
+def compare(ours: dict[tuple[int, int], list[Scored]], theirs: dict[tuple[int, int], list[Scored]]) -> dict[str, Any]:
     """How the two runs' scores agree, source by source (each source's first prediction)."""
     common = sorted(set(ours) & set(theirs))
-    a = np.array([ours[s][0] for s in common])
-    b = np.array([theirs[s][0] for s in common])
+    a = np.array([ours[s][0][0] for s in common])
+    b = np.array([theirs[s][0][0] for s in common])
     return {"sources_streamscore": len(ours), "sources_quix": len(theirs), "compared": len(common),
             "identical": int(np.sum(a == b)), "max_abs_difference": float(np.max(np.abs(a - b))) if common else None}
 
@@ -106,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"round {r}/{args.rounds}: {name} {eps[name]:,.0f} events/s ({time.monotonic() - started:.0f}s)")
         rounds.append({**{f"{n}_eps": eps[n] for n in eps}, "ratio": round(eps["streamscore"] / eps["quix"], 3)})
     say("comparing the last round's scores, source by source")
-    agreement = compare(scores(bootstrap, outputs["streamscore"]), scores(bootstrap, outputs["quix"]))
+    agreement = compare(*(scores_by_source(read_all(bootstrap, outputs[n])) for n in ("streamscore", "quix")))
     result = {
         "events": args.events, "quixstreams": version,
         "streamscore_eps": float(np.median([r["streamscore_eps"] for r in rounds])),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from features.kernel import N_COMPONENTS
 from features.spec import FeatureSpec, WindowSpec
+from features.store import TIME_WINDOW_CAPACITY
 
 __all__ = ["Footprint", "WindowFootprint", "estimate"]
 
@@ -22,8 +23,6 @@ WORD = 8  # bytes: every value, time and summary component is 8 bytes
 # The summary words each aggregate needs per field, by component: what the floor counts once per window.
 _NEEDS = {"mean": {"n", "sum"}, "std": {"n", "sum", "m2"}, "sum": {"sum"}, "count": {"n"}, "min": {"lo"},
           "max": {"hi"}, "last": set(), "delta": set(), "ewma": {"ewn", "ewd"}}
-# The store's smallest time-window ring (features.store.TIME_WINDOW_CAPACITY).
-MIN_TIME_RING = 8
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def estimate(spec: FeatureSpec, rate_per_s: float) -> Footprint:
         if window.kind == "count":
             ring = held + 1
         else:  # a push comes before its evictions, and rings double from the smallest
-            ring = MIN_TIME_RING
+            ring = TIME_WINDOW_CAPACITY
             while ring < held + 2:
                 ring *= 2
         # vals, times and front per ring entry; back, shift and the 4 positions per key

@@ -21,6 +21,8 @@ __all__ = ["FeatureStore", "check_values"]
 TIME_WINDOW_CAPACITY = 8
 # A shard's clock before its first event.
 NO_TIME = np.iinfo(np.int64).min
+# The events' clocks without a ttl (the kernel never reads them then).
+NO_CLOCKS = np.zeros(0, dtype=np.int64)
 
 
 def check_values(fields: Sequence[str], values: Sequence[object]) -> None:
@@ -143,13 +145,22 @@ class FeatureStore:
         return out
 
     def advance_clocks(self, times: np.ndarray, shards: np.ndarray) -> np.ndarray:
-        """Move the shards' clocks over these events (in order); each event's clock, itself included."""
+        """Move the shards' clocks over these events (in order); each event's clock, itself included.
+
+        Without a ttl nothing reads the clocks: nothing is kept, and the result is empty.
+        """
+        if self.key_ttl_ms <= 0:
+            return NO_CLOCKS
         shards = np.ascontiguousarray(shards, dtype=np.int64)
-        if len(shards) and int(shards.max()) >= len(self._clock):
-            grown = np.full(int(shards.max()) * 2 + 1, NO_TIME, dtype=np.int64)
+        if len(shards):
+            self._grow_clocks(int(shards.max()))
+        return running_clocks(shards, np.ascontiguousarray(times, dtype=np.int64), self._clock)
+
+    def _grow_clocks(self, shard: int) -> None:
+        if shard >= len(self._clock):
+            grown = np.full(shard * 2 + 1, NO_TIME, dtype=np.int64)
             grown[: len(self._clock)] = self._clock
             self._clock = grown
-        return running_clocks(shards, np.ascontiguousarray(times, dtype=np.int64), self._clock)
 
     def clock(self, shard: int) -> int | None:
         """The newest event time of ``shard`` so far (None: no event yet)."""
@@ -158,13 +169,15 @@ class FeatureStore:
 
     def set_clock(self, shard: int, value: int | None) -> None:
         """Set ``shard``'s clock (a restore: the clock as of the state restored)."""
-        self.advance_clocks(np.zeros(0, dtype=np.int64), np.array([shard], dtype=np.int64))
+        self._grow_clocks(shard)
         self._clock[shard] = NO_TIME if value is None else value
 
     def newest(self, keys: Sequence[str]) -> np.ndarray:
         """The newest event time of each key, in the order given."""
-        slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
-        return self._windows[0][0].pos[slots, 3].copy()
+        return self._newest(np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys)))
+
+    def _newest(self, slots: np.ndarray) -> np.ndarray:
+        return self._windows[0][0].pos[slots, 3]  # every window of a key has seen the same events
 
     def expire(self, shard: int) -> list[str]:
         """Forget the keys of ``shard`` idle for longer than the ttl in its event time; returns them."""
@@ -172,8 +185,7 @@ class FeatureStore:
         if self.key_ttl_ms <= 0 or clock is None:
             return []
         slots = self._slots_of(shard)
-        newest = self._windows[0][0].pos[slots, 3]
-        gone = slots[clock - newest > self.key_ttl_ms]
+        gone = slots[clock - self._newest(slots) > self.key_ttl_ms]
         keys = self._held_keys(gone)
         self._forget(gone)
         return keys

@@ -286,7 +286,10 @@ class BatchProcessor:
 
         Replayed events left out (already in their key's restored state) move
         the clock too, as they did the first time, so that expiry is the same.
+        Without a ttl there are no clocks (an empty array).
         """
+        if self.store.key_ttl_ms <= 0:
+            return self.store.advance_clocks(times, partitions)
         valid = np.ones(len(times), dtype=bool)
         if bad:
             valid[np.fromiter(bad, dtype=np.int64, count=len(bad))] = False
@@ -313,8 +316,8 @@ class BatchProcessor:
         for i, key in enumerate(keys):
             at = slice(i, i + 1)
             try:
-                features[i] = self.store.update_arrays([key], times[at], values[at], partitions[at], clocks[at],
-                                                       held[at])[0]
+                features[i] = self.store.update_arrays([key], times[at], values[at], partitions[at],
+                                                       clocks[at] if len(clocks) else clocks, held[at])[0]
             except Exception as exc:
                 failed[i] = ("features", exc)
         return features, failed

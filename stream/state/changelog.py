@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,7 +151,6 @@ class Changelog:
         self.signer = signer or StateSigner(None)
         self.on_refused = on_refused
         self.timeout_s = timeout_s
-        self.expired = 0  # keys expired and tombstoned so far
         self._reader_settings = {
             **reader_settings,
             "group.id": f"{topic}-restore",  # never joined or committed: partitions are assigned
@@ -162,21 +161,22 @@ class Changelog:
             "auto.offset.reset": "earliest",
         }
 
-    def checkpoint(self, sink: PredictionSink, progress: Mapping[int, int]) -> int:
-        """Send each partition's changed entities, then its marker; returns the records sent.
+    def checkpoint(self, sink: PredictionSink, progress: Mapping[int, int],
+                   expired: Mapping[int, Sequence[str]] | None = None) -> int:
+        """Send each partition's tombstones, changed entities, then its marker; returns the records sent.
 
         ``progress`` maps input partitions to the next offset to read: the
-        offset the state reflects.
+        offset the state reflects. ``expired`` names, per partition, the
+        entities the store just forgot (``FeatureStore.expire``).
         """
         sent = 0
         for partition, offset in progress.items():
             headers: Headers = [(SPEC_HEADER, self.store.fingerprint.encode()), (OFFSET_HEADER, str(offset).encode()),
                                 (FORMAT_HEADER, str(FORMAT).encode())]
-            expired = self.store.expire(partition)
-            if expired:
-                sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in expired], [None] * len(expired),
+            gone = (expired or {}).get(partition, ())
+            if gone:
+                sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in gone], [None] * len(gone),
                                headers=headers, partition=partition)
-                self.expired += len(expired)
             entities = self.store.dirty(partition)
             sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in entities], self.store.export(entities),
                            headers=headers, partition=partition)
@@ -186,7 +186,7 @@ class Changelog:
             marker_headers = headers if clock is None else [*headers, (CLOCK_HEADER, str(clock).encode())]
             sink.send(self.topic, MARKER_KEY, drift, headers=marker_headers, partition=partition)
             self.store.clean(partition)
-            sent += len(expired) + len(entities) + 1
+            sent += len(gone) + len(entities) + 1
         return sent
 
     def read(self, committed: Mapping[int, int | None]) -> dict[int, PartitionState]:

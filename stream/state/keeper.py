@@ -125,23 +125,18 @@ class StateKeeper:
             return {}
         progress = {p: self._progress.pop(p) for p in due}
         self._schedule.saved(progress, now)
-        if self.changelog is None:
-            expired = sum(len(self.store.expire(p)) for p in progress)
-            self._counted(expired)
-            return {}
-        before = self.changelog.expired
-        target = sink if self.checkpoints is None else self.checkpoints.sink
-        self._records.inc(self.changelog.checkpoint(target, progress))
-        if self.checkpoints is not None:
-            self.checkpoints.sent((self.input_topic, p) for p in progress)
-        self._counted(self.changelog.expired - before)
-        return progress
-
-    def _counted(self, expired: int) -> None:
-        if self._expired is not None and expired:
-            self._expired.inc(expired)
+        expired = {p: self.store.expire(p) for p in progress}
+        if self._expired is not None:
+            self._expired.inc(sum(map(len, expired.values())))
         if self._live is not None:
             self._live.set(len(self.store))
+        if self.changelog is None:
+            return {}
+        target = sink if self.checkpoints is None else self.checkpoints.sink
+        self._records.inc(self.changelog.checkpoint(target, progress, expired))
+        if self.checkpoints is not None:
+            self.checkpoints.sent((self.input_topic, p) for p in progress)
+        return progress
 
     def committable(self, offsets: Offsets, wait: bool = False) -> Offsets:
         """Of ``offsets``, those whose checkpoints are acknowledged (at-least-once); ``wait`` for all of them."""

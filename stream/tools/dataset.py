@@ -63,12 +63,11 @@ def read_training_set(config: ServiceConfig, span: StreamRange, schema_source: S
         truth = read_labels(consumer, labels_topic, label_codec)
         id_field = config.labels.id_field
         rows: list[dict[str, Any]] = []
-        shards: list[int] = []  # each row's partition (per topic), whose clock key expiry counts on
+        shards: list[int] = []  # each row's partition
         ids: list[str] = []
         out = TopicTrainingSet(np.empty((0, 0)), [], np.empty(0, dtype=np.int64), np.empty((0, 0)))
         for topic in config.kafka.input_topics:
             for tp, start, end in partition_ranges(consumer, topic, span):
-                shard = len(out.offsets)
                 out.offsets[f"{topic}/{tp.partition}"] = [start, end]
                 for offset, value in read_partition(consumer, tp, start, end, progress):
                     try:
@@ -81,7 +80,7 @@ def read_training_set(config: ServiceConfig, span: StreamRange, schema_source: S
                     if span.to_time_ms is not None and record[codec_cfg.time_field] >= span.to_time_ms:
                         continue
                     rows.append(record)
-                    shards.append(shard)
+                    shards.append(tp.partition)  # the scorer's shard, whose clock expiry counts on
                     ids.append(str(record[id_field]) if id_field else event_id(topic, tp.partition, offset))
     finally:
         consumer.close()
