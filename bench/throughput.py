@@ -107,14 +107,14 @@ def streamscore(*args: str) -> list[str]:
 
 
 def produce(bootstrap: str, topic: str, count: int, rate: float = 0.0, seed: int = 1,
-            event_rate: float | None = None) -> None:
+            event_rate: float | None = None, keys: int = KEYS) -> None:
     """``count`` events at ``rate``/s (0: as fast as possible), with live event times, or with
     ``event_rate`` synthetic ones spaced as for that many events/s and ending now."""
     times = ["--event-time", "synthetic", "--event-rate", str(event_rate),
              "--start-ms", str(int(time.time() * 1000 - count * 1000 / event_rate))] if event_rate else []
     proc = subprocess.run(
         streamscore("simulate", "--config", str(CONFIG), "--topic", topic, "--count", str(count), "--rate", str(rate),
-                    "--keys", str(KEYS), "--seed", str(seed), "--partitions", str(PARTITIONS), *times),
+                    "--keys", str(keys), "--seed", str(seed), "--partitions", str(PARTITIONS), *times),
         env=env_for(bootstrap, topic, "unused"), cwd=ROOT, stdout=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError("simulate failed")

@@ -1,11 +1,12 @@
-"""What a key's windows must hold (the floor) against what the store's arrays give it, for a spec and an event rate.
+"""What a key's windows must hold (the floor) against what the store gives it, for a spec and an event rate.
 
 The floor of a window is what no layout can do without: the events it must
 keep (their times and every field's value) plus the running summaries its
 aggregates need, per field. The layout is what ``FeatureStore`` allocates
-per key: rings sized for the busiest key (a count window's size + 1; a time
-window's power of two at least 8 above what it holds) and, per held value, a
-summary of ``N_COMPONENTS`` words for the two-stacks front.
+per key once its windows are full: a ring block sized for the key (a count
+window's size + 1; a time window's size class above what it holds plus the
+next event), and its row of the per-key arrays (positions, ``N_SUMMARY``
+summaries and the two extreme positions per field).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from features.kernel import N_COMPONENTS
+import numpy as np
+
+from features.arena import ring_class
+from features.kernel import N_SUMMARY
 from features.spec import FeatureSpec, WindowSpec
-from features.store import TIME_WINDOW_CAPACITY
 
 __all__ = ["Footprint", "WindowFootprint", "estimate"]
 
@@ -71,13 +74,9 @@ def estimate(spec: FeatureSpec, rate_per_s: float) -> Footprint:
         held = held_events(window, rate_per_s)
         summary_words = len(set().union(*(_NEEDS[a] for a in window.aggregates)))
         floor = WORD * (held * (1 + fields) + fields * summary_words + 1)  # times and values, summaries, newest
-        if window.kind == "count":
-            ring = held + 1
-        else:  # a push comes before its evictions, and rings double from the smallest
-            ring = TIME_WINDOW_CAPACITY
-            while ring < held + 2:
-                ring *= 2
-        # vals, times and front per ring entry; back, shift and the 4 positions per key
-        layout = WORD * (ring * (fields + 1 + fields * N_COMPONENTS) + fields * (N_COMPONENTS + 1) + 4)
+        # a push comes before its evictions: the ring holds one more than the window
+        ring = held + 1 if window.kind == "count" else int(ring_class(np.array([held + 1]))[0])
+        # times and values per ring entry; positions (6 words), summaries and extreme positions per key
+        layout = WORD * (ring * (1 + fields) + 6 + fields * (N_SUMMARY + 2))
         out.append(WindowFootprint(window.name, held, floor, layout, ring))
     return Footprint(rate_per_s, tuple(out))

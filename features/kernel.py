@@ -1,21 +1,30 @@
-"""The window update as a compiled batch kernel: two-stacks aggregation over arrays of per-key state.
+"""The window update as a compiled batch kernel over per-key rings and running summaries.
 
-A window's summary is a monoid (an associative combine of two summaries),
-kept with the two-stacks scheme: new values are folded into one running
-summary (the back); evictions pop from a stack of suffix summaries (the
-front), rebuilt from the held values only when the front runs empty. Each
-value is combined a bounded number of times (O(1) amortised per event and
-window) and nothing is ever subtracted from a running sum, so nothing drifts.
-Mean and variance come from Chan et al.'s pairwise update over values
-shifted by the newest value at the last rebuild, which follows the level of
-the data: for values around 1e6 with a spread of 0.01 the deviations are
-exact, and a constant window has a variance of exactly 0.
+Each key keeps, per window, a ring of its held events (times and values, in
+a block of ``features.arena`` sized for that key) and a few running
+summaries per field: the mean and the sum of squared deviations (Welford's
+update, for adding and for removing a value), the EWMA numerator, and the
+ring positions of the minimum and the maximum. Every aggregate costs O(1)
+per event, except that when the minimum (or maximum) leaves the window its
+successor is found by a scan of the held values.
+
+Removing a value from a running sum leaves rounding behind, so the
+summaries are recomputed exactly from the held values every time as many
+events have left as the window held at the last recompute (O(1) amortised),
+and at once when a field's spread collapses below ``RESHIFT`` of the largest
+sum of squares seen since, where that rounding would show (a window that
+slides from one level to another). Values are taken relative to a shift,
+the newest value at the last recompute, which follows the level of the
+data: for values around 1e6 with a spread of 0.01 the deviations are exact,
+and a constant window has a variance of exactly 0.
 
 numba compiles the kernel (cached on disk after the first run) and runs it
 over a whole micro-batch in arrival order. All fields of an event enter and
-leave a window together, so ring positions are per key, values per key and
-field. Events are processed one after another inside the kernel, which is
-why a batch of one and a batch of 5,000 give the same bits.
+leave a window together, so ring positions are per key, summaries per key
+and field. Events are processed one after another inside the kernel, which
+is why a batch of one and a batch of 5,000 give the same bits; the
+recompute points depend on a key's events alone, and are saved with its
+state, so a restored key continues with the same bits too.
 """
 
 from __future__ import annotations
@@ -25,130 +34,114 @@ import math
 import numpy as np
 from numba import njit
 
-from features.prepared import PreparedArrays, Shapes, nbytes
+from features.arena import Arena, ring_class
 
-__all__ = ["AGG_CODES", "WindowState", "reserve", "running_clocks", "update_windows"]
+__all__ = ["AGG_CODES", "N_SUMMARY", "WindowState", "reserve", "running_clocks", "update_windows"]
 
 # Aggregate name -> code the kernel switches on.
 AGG_CODES = {"mean": 0, "std": 1, "min": 2, "max": 3, "sum": 4, "count": 5, "last": 6, "delta": 7, "ewma": 8}
-# A doubling of time-window rings is prepared ahead by a helper thread
-# (WindowState.prepare_growth) when its new arrays take at most
-# PREPARE_MAX_BYTES: beyond that, holding twice the memory ahead of a doubling
-# that may never come matters more than one stall.
-PREPARE_MAX_BYTES = 256 * 2**20
-# Summary components, the last axis of the summary arrays.
-N_, MEAN, M2, SUM, LO, HI, EWN, EWD, DEC = range(9)
-N_COMPONENTS = 9
+# Per key and window (``pos``): oldest ring position, events held, removals
+# left before the next recompute, newest event time, block offset, block capacity.
+HEAD, COUNT, COUNTDOWN, NEWEST, OFFSET, CAP = range(6)
+# Per key, window and field (``summ``): shift, mean and sum of squared
+# deviations of the shifted values, EWMA numerator, largest sum of squares since the last recompute.
+SHIFT, MEAN, M2, EWN, PEAK = range(5)
+N_SUMMARY = 5
+# A field is recomputed when its sum of squared deviations falls below this share of PEAK.
+RESHIFT = 1e-3
 
 
 class WindowState:
-    """Per-key state of one window spec over F fields: rings of values and the two stacks' summaries."""
+    """Per-key state of one window spec over F fields: ring blocks, positions and running summaries.
 
-    def __init__(self, n_fields: int, capacity: int, slots: int = 64) -> None:
+    ``size`` > 0 makes a count window, whose rings all hold ``size + 1``
+    entries; a time window's ring is sized per key and grows with it.
+    """
+
+    def __init__(self, n_fields: int, size: int, slots: int = 64) -> None:
         self.n_fields = n_fields
-        self.capacity = capacity
-        self.vals = np.zeros((slots, n_fields, capacity))
-        self.times = np.zeros((slots, capacity), dtype=np.int64)
-        self.front = np.zeros((slots, n_fields, capacity, N_COMPONENTS))
-        self.back = np.zeros((slots, n_fields, N_COMPONENTS))
-        self.shift = np.zeros((slots, n_fields))
-        # per slot: head (oldest position), count, front length, max event time
-        self.pos = np.zeros((slots, 4), dtype=np.int64)
-        # Rings of twice the capacity, zeroed ahead by a helper thread
-        # (``prepare_growth``), so that growing only copies the held values.
-        self._next: PreparedArrays | None = None
+        self.size = size
+        self.pos = np.zeros((slots, 6), dtype=np.int64)
+        self.summ = np.zeros((slots, n_fields, N_SUMMARY))
+        self.ext = np.zeros((slots, n_fields, 2), dtype=np.int64)  # ring positions of the min and the max
+        self.arena = Arena(1 + n_fields)
+        self._tally = np.zeros(slots, dtype=np.int64)  # scratch for ``reserve``, zero between calls
 
     @property
     def slots(self) -> int:
-        return self.vals.shape[0]
+        return self.pos.shape[0]
 
     def grow_slots(self, needed: int) -> None:
-        """Room for at least ``needed`` keys (new keys start empty)."""
+        """Room for at least ``needed`` keys (new keys start empty, with no block)."""
         size = self.slots
         while size < needed:
             size *= 2
         if size == self.slots:
             return
-        for name in ("vals", "times", "front", "back", "shift", "pos"):
+        for name in ("pos", "summ", "ext", "_tally"):
             old = getattr(self, name)
             new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
             new[: old.shape[0]] = old
             setattr(self, name, new)
 
-    def grow_capacity(self, needed: int) -> None:
-        """Rings of at least ``needed`` values, each unrolled to start at position 0."""
-        cap = self.capacity
-        while cap < needed:
-            cap *= 2
-        if cap == self.capacity:
+    def capacity_for(self, needed: np.ndarray) -> np.ndarray:
+        """The ring capacity a key needing ``needed`` entries gets."""
+        return np.full(len(needed), self.size + 1, dtype=np.int64) if self.size > 0 else ring_class(needed)
+
+    def fit(self, slots: np.ndarray, needed: np.ndarray) -> None:
+        """Give each of ``slots`` (distinct) a ring of at least ``needed`` entries, keeping what it holds."""
+        if len(slots) == 0:
             return
-        shapes = self._ring_shapes(cap)
-        ready = self._next.take() if self._next is not None and self._next.shapes == shapes else None
-        self._next = None
-        if ready is None:
-            ready = {name: np.empty(shape, dtype=dtype) for name, (shape, dtype) in shapes.items()}
-        vals, times, front = ready["vals"], ready["times"], ready["front"]
-        _unroll(self.vals, self.times, self.front, self.pos, vals, times, front)
-        self.vals, self.times, self.front = vals, times, front
-        self.pos[:, 0] = 0
-        self.capacity = cap
+        caps = self.capacity_for(needed)
+        old_offs, old_caps = self.pos[slots, OFFSET].copy(), self.pos[slots, CAP].copy()
+        offs = self.arena.allocate(caps)
+        _move(self.pos, self.ext, self.arena.data, self.arena.ints, slots, offs, caps)
+        moved = old_caps > 0
+        self.arena.release(old_offs[moved], old_caps[moved])
 
-    def prepare_growth(self) -> None:
-        """Have the next doubling's rings zeroed by a helper thread, once a ring is half full.
-
-        A doubling writes into fresh memory, and the first write to each page
-        costs a page fault: ~10 us a page on a VM whose memory the host has
-        not backed yet, ~100 ms for the 38 MB of doubled rings of 1,024 keys.
-        Prepared ahead, that leaves the copy of the held values for the
-        doubling.
-        """
-        if int(self.pos[:, 1].max(initial=0)) * 2 < self.capacity:
-            return
-        shapes = self._ring_shapes(self.capacity * 2)
-        if (self._next is None or self._next.shapes != shapes) and nbytes(shapes) <= PREPARE_MAX_BYTES:
-            self._next = PreparedArrays(shapes)
-
-    def _ring_shapes(self, capacity: int) -> Shapes:
-        """The arrays whose last axis is the ring, at ``capacity``."""
-        f64, i64 = np.dtype(np.float64), np.dtype(np.int64)
-        return {"vals": ((self.slots, self.n_fields, capacity), f64), "times": ((self.slots, capacity), i64),
-                "front": ((self.slots, self.n_fields, capacity, N_COMPONENTS), f64)}
+    def release(self, slots: np.ndarray) -> None:
+        """Forget ``slots``: their blocks go back to the free lists."""
+        held = slots[self.pos[slots, CAP] > 0]
+        self.arena.release(self.pos[held, OFFSET], self.pos[held, CAP])
+        self.pos[slots] = 0
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.vals, self.times, self.front, self.back, self.shift, self.pos))
+        """Bytes of the per-key arrays and of the blocks in use."""
+        return int(self.pos.nbytes + self.summ.nbytes + self.ext.nbytes + self.arena.live_bytes)
+
+    def key_bytes(self, slots: np.ndarray) -> int:
+        """Bytes these keys take: their blocks and their rows of the per-key arrays."""
+        row = self.pos.itemsize * 6 + self.summ.itemsize * self.n_fields * N_SUMMARY + self.ext.itemsize * self.n_fields * 2
+        return int((self.pos[slots, CAP] * self.arena.width).sum() * 8 + row * len(slots))
 
     def key_count(self, slot: int) -> int:
-        return int(self.pos[slot, 1])
+        return int(self.pos[slot, COUNT])
 
 
-def reserve(state: WindowState, slots: np.ndarray, size: int) -> None:
+def reserve(state: WindowState, slots: np.ndarray) -> None:
     """Grow ``state`` so that a batch of ``slots`` fits; after this the kernel allocates nothing and cannot fail."""
     state.grow_slots(int(slots.max()) + 1 if len(slots) else 0)
-    if size > 0:
-        state.grow_capacity(size + 1)
-    else:
-        per_key = np.bincount(slots, minlength=state.slots)
-        state.grow_capacity(int(np.max(state.pos[:, 1] + per_key[: state.slots])) + 1)
-        state.prepare_growth()
+    short, needed = _short(slots, state.pos, state.size + 1 if state.size > 0 else 0, state._tally)
+    state.fit(short, needed)
 
 
 def update_windows(
-    state: WindowState, slots: np.ndarray, times: np.ndarray, values: np.ndarray, size: int, span_ms: float,
+    state: WindowState, slots: np.ndarray, times: np.ndarray, values: np.ndarray, span_ms: float,
     keep: float, aggs: np.ndarray, out: np.ndarray, col0: int, stride: int,
     clocks: np.ndarray, ttl_ms: int, held: np.ndarray,
 ) -> None:
     """Fold a batch into one window spec's state and write its aggregates into ``out``.
 
-    ``size`` > 0 makes a count window; otherwise ``span_ms`` is a time window's span.
+    A count window evicts beyond its size; a time window beyond ``span_ms``.
     ``reserve`` must have been called for this batch (the store reserves every
     window before it updates any). With ``ttl_ms`` > 0, a key whose newest
     event is more than ``ttl_ms`` behind its event's ``clocks`` entry (its
     shard's event-time clock) starts empty. ``held[i]`` is raised to the
     events the window holds after event ``i``.
     """
-    _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, clocks, ttl_ms, held,
-            state.vals, state.times, state.front, state.back, state.shift, state.pos, state.capacity)
+    _kernel(slots, times, values, state.size, span_ms, keep, aggs, out, col0, stride, clocks, ttl_ms, held,
+            state.pos, state.summ, state.ext, state.arena.data, state.arena.ints)
 
 
 @njit(cache=True)
@@ -167,129 +160,179 @@ def running_clocks(shards: np.ndarray, times: np.ndarray, clock: np.ndarray) -> 
 
 
 @njit(cache=True)
-def _unroll(vals, ts, front, pos, new_vals, new_ts, new_front):
-    """Copy each key's held values, oldest first, to position 0 of the larger rings.
+def _short(slots, pos, fixed, tally):
+    """The distinct slots of a batch whose rings are too small for it, and the entries each needs.
 
-    Only held entries are copied (the rest of a ring is never read), so a
-    regrow costs in proportion to the state held, not to the new capacity.
+    A time window needs room for what a key holds plus all its events of the
+    batch (evictions are not known before the kernel runs).
     """
-    cap = ts.shape[1]
-    n_fields = vals.shape[1]
-    for s in range(ts.shape[0]):
-        head, count = pos[s, 0], pos[s, 1]
+    n = slots.shape[0]
+    short = np.empty(n, dtype=np.int64)
+    needed = np.empty(n, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        tally[slots[i]] += 1
+    for i in range(n):
+        s = slots[i]
+        if tally[s] > 0:
+            need = fixed if fixed > 0 else pos[s, COUNT] + tally[s]
+            if pos[s, CAP] < need:
+                short[m], needed[m] = s, need
+                m += 1
+            tally[s] = 0
+    return short[:m], needed[:m]
+
+
+@njit(cache=True)
+def _move(pos, ext, ar, ai, slots, offs, caps):
+    """Copy each slot's held events, oldest first, to the start of its new block."""
+    n_fields = ext.shape[1]
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        head, count, off, cap = pos[s, HEAD], pos[s, COUNT], pos[s, OFFSET], pos[s, CAP]
+        new, ncap = offs[i], caps[i]
         for k in range(count):
             p = (head + k) % cap
-            new_ts[s, k] = ts[s, p]
+            ai[new + k] = ai[off + p]
             for f in range(n_fields):
-                new_vals[s, f, k] = vals[s, f, p]
-                new_front[s, f, k, :] = front[s, f, p, :]
+                ar[new + ncap * (1 + f) + k] = ar[off + cap * (1 + f) + p]
+        for f in range(n_fields):
+            for e in range(2):
+                ext[s, f, e] = (ext[s, f, e] - head) % cap if count > 0 else 0
+        pos[s, HEAD], pos[s, OFFSET], pos[s, CAP] = 0, new, ncap
 
 
 @njit(cache=True)
-def _combine(a, b, out):
-    """Summary of run ``a`` then run ``b`` (newer) into ``out``; any of them may alias."""
-    an, bn = a[N_], b[N_]
-    n = an + bn
-    delta = b[MEAN] - a[MEAN]
-    r = bn / n
-    mean = a[MEAN] + delta * r
-    m2 = a[M2] + b[M2] + delta * delta * an * r
-    total = a[SUM] + b[SUM]
-    lo = a[LO] if a[LO] <= b[LO] else b[LO]
-    hi = a[HI] if a[HI] >= b[HI] else b[HI]
-    ewn = a[EWN] * b[DEC] + b[EWN]
-    ewd = a[EWD] * b[DEC] + b[EWD]
-    dec = a[DEC] * b[DEC]
-    out[N_], out[MEAN], out[M2], out[SUM], out[LO], out[HI] = n, mean, m2, total, lo, hi
-    out[EWN], out[EWD], out[DEC] = ewn, ewd, dec
+def _recompute(s, f, head, count, off, cap, keep, summ, ar):
+    """Exact summaries of field ``f`` from the held values, shifted by the newest."""
+    base = off + cap * (1 + f)
+    shift = ar[base + (head + count - 1) % cap]
+    total = 0.0
+    for k in range(count):
+        total += ar[base + (head + k) % cap] - shift
+    mean = total / count
+    m2 = 0.0
+    ewn = 0.0
+    for k in range(count):
+        x = ar[base + (head + k) % cap]
+        d = x - shift - mean
+        m2 += d * d
+        ewn = ewn * keep + x
+    summ[s, f, SHIFT], summ[s, f, MEAN], summ[s, f, M2], summ[s, f, EWN] = shift, mean, m2, ewn
+    summ[s, f, PEAK] = m2 + count * mean * mean
 
 
 @njit(cache=True)
-def _single(x, shift, keep, out):
-    out[N_], out[MEAN], out[M2], out[SUM], out[LO], out[HI] = 1.0, x - shift, 0.0, x, x, x
-    out[EWN], out[EWD], out[DEC] = x, 1.0, keep
+def _rescan(s, f, head, count, off, cap, ext, ar):
+    """Ring positions of the minimum and the maximum of field ``f``, the newest among ties."""
+    base = off + cap * (1 + f)
+    lo_at = hi_at = head
+    lo = hi = ar[base + head]
+    for k in range(1, count):
+        p = (head + k) % cap
+        x = ar[base + p]
+        if x <= lo:
+            lo, lo_at = x, p
+        if x >= hi:
+            hi, hi_at = x, p
+    ext[s, f, 0], ext[s, f, 1] = lo_at, hi_at
 
 
 @njit(cache=True)
 def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, clocks, ttl, held,
-            vals, ts, front, back, shift, pos, cap):
+            pos, summ, ext, ar, ai):
     n, n_fields = values.shape
-    one = np.empty(N_COMPONENTS)
-    q = np.empty(N_COMPONENTS)
     for i in range(n):
         s = slots[i]
         t = times[i]
-        head, count, flen = pos[s, 0], pos[s, 1], pos[s, 2]
-        if ttl > 0 and count > 0 and clocks[i] - pos[s, 3] > ttl:
-            head, count, flen = 0, 0, 0  # idle past the ttl: the key starts over
+        head, count, countdown, newest = pos[s, HEAD], pos[s, COUNT], pos[s, COUNTDOWN], pos[s, NEWEST]
+        off, cap = pos[s, OFFSET], pos[s, CAP]
+        if ttl > 0 and count > 0 and clocks[i] - newest > ttl:
+            head, count, countdown = 0, 0, 0  # idle past the ttl: the key starts over
         if count == 0:
+            newest = t
             for f in range(n_fields):
-                shift[s, f] = values[i, f]
-            pos[s, 3] = t
-        elif t > pos[s, 3]:
-            pos[s, 3] = t
+                summ[s, f, SHIFT], summ[s, f, MEAN], summ[s, f, M2] = values[i, f], 0.0, 0.0
+                summ[s, f, EWN], summ[s, f, PEAK] = 0.0, 0.0
+        elif t > newest:
+            newest = t
         # push the newest value of every field
         p = (head + count) % cap
-        ts[s, p] = t
-        back_empty = count - flen == 0
+        ai[off + p] = t
+        count += 1
         for f in range(n_fields):
             x = values[i, f]
-            vals[s, f, p] = x
-            _single(x, shift[s, f], keep, one)
-            if back_empty:
-                back[s, f, :] = one
-            else:
-                _combine(back[s, f], one, back[s, f])
-        count += 1
+            base = off + cap * (1 + f)
+            ar[base + p] = x
+            y = x - summ[s, f, SHIFT]
+            mean = summ[s, f, MEAN]
+            d = y - mean
+            mean += d / count
+            m2 = summ[s, f, M2] + d * (y - mean)
+            summ[s, f, MEAN], summ[s, f, M2] = mean, m2
+            square = m2 + count * mean * mean
+            if square > summ[s, f, PEAK]:
+                summ[s, f, PEAK] = square
+            summ[s, f, EWN] = summ[s, f, EWN] * keep + x
+            if count == 1 or x <= ar[base + ext[s, f, 0]]:
+                ext[s, f, 0] = p
+            if count == 1 or x >= ar[base + ext[s, f, 1]]:
+                ext[s, f, 1] = p
         # evict the oldest while the window is over its size or span
-        while count > 1 and ((size > 0 and count > size) or (size <= 0 and ts[s, head] <= pos[s, 3] - span_ms)):
-            if flen == 0:
-                # rebuild the front from every held value, shifted by the newest
-                for f in range(n_fields):
-                    sh = vals[s, f, (head + count - 1) % cap]
-                    shift[s, f] = sh
-                    for k in range(count - 1, -1, -1):
-                        pk = (head + k) % cap
-                        _single(vals[s, f, pk], sh, keep, one)
-                        if k == count - 1:
-                            front[s, f, pk, :] = one
-                        else:
-                            _combine(one, front[s, f, (pk + 1) % cap], front[s, f, pk])
-                flen = count
+        evicted = False
+        rescan = False
+        while count > 1 and ((size > 0 and count > size) or (size <= 0 and ai[off + head] <= newest - span_ms)):
+            weight = keep ** (count - 1)  # the oldest value's EWMA weight
+            for f in range(n_fields):
+                x = ar[off + cap * (1 + f) + head]
+                y = x - summ[s, f, SHIFT]
+                mean = summ[s, f, MEAN]
+                reduced = mean - (y - mean) / (count - 1)
+                summ[s, f, M2] -= (y - mean) * (y - reduced)
+                summ[s, f, MEAN] = reduced
+                summ[s, f, EWN] -= x * weight
+                if ext[s, f, 0] == head or ext[s, f, 1] == head:
+                    rescan = True
             head = (head + 1) % cap
-            flen -= 1
             count -= 1
-        pos[s, 0], pos[s, 1], pos[s, 2] = head, count, flen
+            countdown -= 1
+            evicted = True
+        if evicted:
+            for f in range(n_fields):
+                if countdown <= 0 or summ[s, f, M2] < RESHIFT * summ[s, f, PEAK]:
+                    _recompute(s, f, head, count, off, cap, keep, summ, ar)
+                if rescan:
+                    _rescan(s, f, head, count, off, cap, ext, ar)
+            if countdown <= 0:
+                countdown = count
+        pos[s, HEAD], pos[s, COUNT], pos[s, COUNTDOWN], pos[s, NEWEST] = head, count, countdown, newest
         if count > held[i]:
             held[i] = count
-        newest = (head + count - 1) % cap
+        newest_at = (head + count - 1) % cap
+        ewd = (1.0 - keep ** count) / (1.0 - keep)  # the sum of the EWMA weights (keep = 1 - alpha < 1)
         for f in range(n_fields):
-            if flen > 0:
-                if count - flen > 0:
-                    _combine(front[s, f, head], back[s, f], q)
-                else:
-                    q[:] = front[s, f, head]
-            else:
-                q[:] = back[s, f]
-            base = f * stride + col0
+            base = off + cap * (1 + f)
+            lo, hi = ar[base + ext[s, f, 0]], ar[base + ext[s, f, 1]]
+            shift, mean, m2 = summ[s, f, SHIFT], summ[s, f, MEAN], summ[s, f, M2]
+            col = f * stride + col0
             for j in range(aggs.shape[0]):
                 a = aggs[j]
                 if a == 0:
-                    v = shift[s, f] + q[MEAN]
+                    v = shift + mean
                 elif a == 1:
-                    v = 0.0 if q[LO] == q[HI] or q[M2] <= 0.0 else math.sqrt(q[M2] / q[N_])
+                    v = 0.0 if lo == hi or m2 <= 0.0 else math.sqrt(m2 / count)
                 elif a == 2:
-                    v = q[LO]
+                    v = lo
                 elif a == 3:
-                    v = q[HI]
+                    v = hi
                 elif a == 4:
-                    v = q[SUM]
+                    v = count * (shift + mean)
                 elif a == 5:
-                    v = q[N_]
+                    v = float(count)
                 elif a == 6:
-                    v = vals[s, f, newest]
+                    v = ar[base + newest_at]
                 elif a == 7:
-                    v = vals[s, f, newest] - vals[s, f, head]
+                    v = ar[base + newest_at] - ar[base + head]
                 else:
-                    v = q[EWN] / q[EWD]
-                out[i, base + j] = v
+                    v = summ[s, f, EWN] / ewd
+                out[i, col + j] = v

@@ -11,14 +11,12 @@ from typing import cast
 import numpy as np
 
 from features.exceptions import FeatureValueError
-from features.kernel import AGG_CODES, WindowState, reserve, running_clocks, update_windows
+from features.kernel import AGG_CODES, NEWEST, WindowState, reserve, running_clocks, update_windows
 from features.snapshot import pack, parse, write
 from features.spec import FeatureSpec
 
 __all__ = ["FeatureStore", "check_values"]
 
-# Initial ring size of a time window per key; rings double as needed.
-TIME_WINDOW_CAPACITY = 8
 # A shard's clock before its first event.
 NO_TIME = np.iinfo(np.int64).min
 # The events' clocks without a ttl (the kernel never reads them then).
@@ -63,7 +61,7 @@ class FeatureStore:
         col0 = 0
         for w in spec.windows:
             size = (w.size or 0) if w.kind == "count" else 0
-            state = WindowState(n_fields, size + 1 if w.kind == "count" else TIME_WINDOW_CAPACITY)
+            state = WindowState(n_fields, size)
             aggs = np.array([AGG_CODES[a] for a in w.aggregates], dtype=np.int64)
             span_ms = float(w.seconds or 0.0) * 1000.0 if w.kind == "time" else 0.0
             self._windows.append((state, size, span_ms, 1.0 - w.ewma_alpha, aggs, col0))
@@ -133,12 +131,12 @@ class FeatureStore:
         slots = self._slots_for(keys)
         # Every window is grown before any is updated: if growing fails (memory),
         # no state has changed and the caller may retry the events one by one.
-        for state, size, *_ in self._windows:
-            reserve(state, slots, size)
+        for state, *_ in self._windows:
+            reserve(state, slots)
         if clocks is None:
             clocks = self.advance_clocks(times, shards)
-        for state, size, span_ms, keep, aggs, col0 in self._windows:
-            update_windows(state, slots, times, values, size, span_ms, keep, aggs, out, col0, self._stride,
+        for state, _size, span_ms, keep, aggs, col0 in self._windows:
+            update_windows(state, slots, times, values, span_ms, keep, aggs, out, col0, self._stride,
                            clocks, self.key_ttl_ms, held)
         self._shard[slots] = shards
         self._dirty[slots] = True
@@ -177,7 +175,7 @@ class FeatureStore:
         return self._newest(np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys)))
 
     def _newest(self, slots: np.ndarray) -> np.ndarray:
-        return self._windows[0][0].pos[slots, 3]  # every window of a key has seen the same events
+        return self._windows[0][0].pos[slots, NEWEST]  # every window of a key has seen the same events
 
     def expire(self, shard: int) -> list[str]:
         """Forget the keys of ``shard`` idle for longer than the ttl in its event time; returns them."""
@@ -247,16 +245,18 @@ class FeatureStore:
         slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
         return pack([state for state, *_ in self._windows], slots)
 
-    def load(self, records: Sequence[tuple[str, bytes]], shard: int) -> None:
+    def load(self, records: Sequence[tuple[str, bytes]], shard: int, legacy: bool = False) -> None:
         """Set each key's windows to a stored form from ``export``, as keys of ``shard``.
 
-        Raises StateFormatError, before any key changes, if a record does not
-        fit this spec. Loaded keys count as dirty: the next save includes them.
+        ``legacy``: the records are in the layout of changelog formats 1-2
+        (``features.snapshot``). Raises StateFormatError, before any key
+        changes, if a record does not fit this spec. Loaded keys count as
+        dirty: the next save includes them.
         """
         if not records:
             return
         states = [w[0] for w in self._windows]
-        parsed = parse(states, [w[1] for w in self._windows], [r for _, r in records])
+        parsed = parse(states, [r for _, r in records], legacy)
         slots = self._slots_for(k for k, _ in records)
         write(states, [w[3] for w in self._windows], slots, parsed)
         self._shard[slots] = shard
@@ -282,14 +282,19 @@ class FeatureStore:
             self._keys[slot] = None
             self._free.append(slot)
         for state, *_ in self._windows:
-            state.pos[slots] = 0
+            state.release(slots)
         self._dirty[slots] = False
         self._held[slots] = False
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the window arrays (capacity included)."""
+        """Bytes held by the window state: per-key arrays (spare rows included) and the ring blocks in use."""
         return sum(state.nbytes for state, *_ in self._windows)
+
+    def key_bytes(self, keys: Sequence[str]) -> int:
+        """Bytes the window state of ``keys`` takes: their ring blocks and their rows of the per-key arrays."""
+        slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
+        return sum(state.key_bytes(slots) for state, *_ in self._windows)
 
     def held(self, key: str) -> list[int]:
         """How many events each window holds for ``key`` (for tests and memory accounting)."""

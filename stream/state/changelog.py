@@ -8,9 +8,10 @@ a marker (key ``m``, value: the partition's drift detectors; the partition's
 event-time clock in a header). Every record carries the input offset it
 reflects (the next offset to read after the events it holds), the feature
 spec's fingerprint and the layout's format version (``FORMAT``): a restore
-refuses a record of a format it does not know rather than misread it, and
+refuses a record of a format it does not know rather than misread it. It
 reads format 1 (before the clock) by taking the clock from the entities'
-newest event times. Checkpoints
+newest event times, and formats 1-2 (before the windows' running summaries
+were stored) by recomputing the summaries from the held values. Checkpoints
 go out with a batch's outputs: inside its transaction in exactly-once mode;
 in at-least-once mode on a producer of their own (``CheckpointDelivery``),
 acknowledged before the offsets of the partitions they cover are committed.
@@ -54,6 +55,7 @@ from models.drift import DriftMonitor
 from stream.exceptions import StateIntegrityError, StateRestoreError
 from stream.kafka.sink import PredictionSink
 from stream.kafka.source import position
+from stream.state.heap import trim
 from stream.state.signing import StateSigner
 from stream.types import Headers
 
@@ -68,7 +70,8 @@ SPEC_HEADER = "streamscore.state.spec"
 FORMAT_HEADER = "streamscore.state.format"
 CLOCK_HEADER = "streamscore.state.clock"
 # The layout this code writes; it reads this one and those before (a record without the header is format 1).
-FORMAT = 2
+# Format 3 stores each window's running summaries (``features.snapshot``); 1 and 2 did not, and 1 had no clock.
+FORMAT = 3
 # Compaction keeps one version per entity. Small segments let the cleaner
 # reach the older ones soon, so a restore reads little more than the state.
 CHANGELOG_TOPIC_CONFIG = {
@@ -89,6 +92,8 @@ class PartitionState:
     resume_at: int | None = None  # the last checkpoint's offset M: read again from here to ``committed``
     skip: dict[str, int] = field(default_factory=dict)  # entity -> offset its version holds events up to
     clock: int | None = None  # the partition's event-time clock as of ``resume_at`` (None: from the entities)
+    legacy: set[str] = field(default_factory=set)  # entities stored in the window layout of formats 1-2
+    restored: int = 0  # entities ``apply`` loaded (it then lets their stored bytes go)
     read: int = 0  # changelog records read
     ignored: int = 0  # versions beyond the committed offset, or of another feature spec
 
@@ -102,6 +107,7 @@ class StateRecord:
     offset: int  # the input offset it reflects (-1: none)
     spec: str  # the feature spec's fingerprint
     clock: int | None = None  # a marker's partition clock
+    layout: int = FORMAT  # the format it was written in
 
 
 def select(partition: int, committed: int | None, records: list[StateRecord], fingerprint: str) -> PartitionState:
@@ -110,7 +116,7 @@ def select(partition: int, committed: int | None, records: list[StateRecord], fi
     if committed is None:  # nothing committed: the input starts over, and so does its state
         state.ignored = len(records)
         return state
-    versions: dict[str, tuple[int, bytes]] = {}
+    versions: dict[str, tuple[int, bytes, int]] = {}
     for record in records:
         key, value, offset = record.key, record.value, record.offset
         if record.spec != fingerprint or offset < 0 or offset > committed:
@@ -123,15 +129,17 @@ def select(partition: int, committed: int | None, records: list[StateRecord], fi
             if value is None:
                 versions.pop(entity, None)
             else:
-                versions[entity] = (offset, value)
+                versions[entity] = (offset, value, record.layout)
     if state.resume_at is None:
         # Input committed but never checkpointed (the changelog is new, or the
         # scorer died before its first checkpoint): rebuild from the start.
         state.ignored += len(versions)
         state.resume_at = 0
         return state
-    for entity, (offset, value) in versions.items():
+    for entity, (offset, value, layout) in versions.items():
         state.entities[entity] = value
+        if layout < 3:
+            state.legacy.add(entity)
         if offset > state.resume_at:
             state.skip[entity] = offset
     return state
@@ -240,18 +248,23 @@ class Changelog:
         self.store.reserve(sum(len(s.entities) for s in states.values()))
         for state in states.values():
             self.apply(state)
+        trim()
 
     def apply(self, state: PartitionState) -> None:
         """Replace the partition's windows and detectors with the restored ones."""
         self.drop(state.partition)
         try:
-            self.store.load(list(state.entities.items()), state.partition)
+            legacy = state.legacy
+            self.store.load([(k, v) for k, v in state.entities.items() if k not in legacy], state.partition)
+            self.store.load([(k, v) for k, v in state.entities.items() if k in legacy], state.partition,
+                            legacy=True)
         except StateFormatError as exc:
             raise StateRestoreError(f"state of {self.topic}[{state.partition}] does not load: {exc}") from exc
         clock = state.clock
         if clock is None and state.entities:  # format 1: no clock saved; the newest of its keys' events
             clock = int(self.store.newest(list(state.entities)).max())
         self.store.set_clock(state.partition, clock)
+        state.restored, state.entities, state.legacy = len(state.entities), {}, set()
         if self.monitor is not None and state.drift:
             try:
                 payload = self.signer.verify(state.drift)
@@ -282,7 +295,7 @@ def _record(msg: Any) -> StateRecord:
     offset = _number(headers.get(OFFSET_HEADER, b"-1"))
     spec = headers.get(SPEC_HEADER, b"").decode(errors="replace")
     clock = _number(headers[CLOCK_HEADER]) if CLOCK_HEADER in headers else None
-    return StateRecord(msg.key() or b"", msg.value(), -1 if offset is None else offset, spec, clock)
+    return StateRecord(msg.key() or b"", msg.value(), -1 if offset is None else offset, spec, clock, layout)
 
 
 def _number(raw: bytes | None) -> int | None:

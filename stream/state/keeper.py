@@ -171,13 +171,13 @@ class StateKeeper:
     def _replay_to_commit(self, state: PartitionState) -> None:
         """Read a restored partition again from its checkpoint to its commit, for state only."""
         tp = (self.input_topic, state.partition)
-        self._restored.inc(len(state.entities))
+        self._restored.inc(state.restored)
         self.replay.forget(tp)
         self._progress.pop(state.partition, None)
         if state.resume_at is not None and state.committed is not None and state.resume_at < state.committed:
             self.replay.until[tp] = state.committed
             if state.skip:
                 self.replay.skip[tp] = state.skip
-        if state.entities or tp in self.replay.until:
-            logger.info("restored %d entities of %s[%d]%s", len(state.entities), *tp,
+        if state.restored or tp in self.replay.until:
+            logger.info("restored %d entities of %s[%d]%s", state.restored, *tp,
                         f"; replaying offsets {state.resume_at}-{state.committed}" if tp in self.replay.until else "")

@@ -174,3 +174,15 @@ def test_records_carry_a_format_and_a_newer_one_is_refused_not_misread() -> None
     for unknown in (str(FORMAT + 1).encode(), b"two"):
         with pytest.raises(StateRestoreError, match=r"state\[2\]@17 has layout format"):
             _record(Message([*base, (FORMAT_HEADER, unknown)]))
+
+
+def test_entities_written_in_the_layout_before_are_marked_for_their_summaries_to_be_recomputed() -> None:
+    """After an upgrade, keys not saved since keep their format-2 versions; newer versions of a key replace them."""
+    log = [
+        StateRecord(ENTITY_PREFIX + b"a", b"a@100", 100, SPEC, layout=2),
+        StateRecord(ENTITY_PREFIX + b"b", b"b@100", 100, SPEC, layout=2), marker(100),
+        entity("b", b"b@200", 200), marker(200),
+    ]
+    state = select(3, 200, log, SPEC)
+    assert state.entities == {"a": b"a@100", "b": b"b@200"}
+    assert state.legacy == {"a"}

@@ -244,33 +244,49 @@ def test_array_batches_equal_event_batches_and_reject_non_finite_values() -> Non
 
 
 def test_growth_prepared_ahead_gives_the_same_features_as_growth_on_demand(monkeypatch) -> None:
-    """Rings doubled into memory prepared over earlier batches hold exactly what a plain doubling holds."""
-    import features.kernel as kernel
+    """Ring blocks in an array grown into memory prepared ahead hold exactly what a plain growth holds."""
+    import features.arena as arena
 
     spec = FeatureSpec(fields=FIELDS, windows=(WindowSpec("time", seconds=60, aggregates=AGGREGATES),))
     events = make_events(seed=11, n=6_000, n_keys=20)
+    taken = []
+    take = arena.PreparedArrays.take
 
-    used_prepared = []
-    grow = kernel.WindowState.grow_capacity
+    def spy(self):
+        got = take(self)
+        taken.append(got is not None)
+        return got
 
-    def spy(self, needed):
-        if self._next is not None and needed > self.capacity:
-            used_prepared.append(self.capacity)
-        grow(self, needed)
-
-    def features(prepare: bool) -> np.ndarray:
-        monkeypatch.setattr(kernel.WindowState, "grow_capacity", spy)
+    def features(prepare: bool) -> tuple[np.ndarray, int]:
+        monkeypatch.setattr(arena.PreparedArrays, "take", spy)
         if not prepare:
-            monkeypatch.setattr(kernel.WindowState, "prepare_growth", lambda self, steps=16: None)
+            monkeypatch.setattr(arena, "PREPARE_MAX_BYTES", 0)
         store = FeatureStore(spec)
         out = np.concatenate([store.update_many(events[i:i + 50]) for i in range(0, len(events), 50)])
         monkeypatch.undo()
-        return out, store._windows[0][0].capacity
+        return out, len(store._windows[0][0].arena.data)
 
-    prepared, cap_prepared = features(prepare=True)
-    assert used_prepared, "some doubling used prepared memory"
-    used_prepared.clear()
-    plain, cap_plain = features(prepare=False)
-    assert not used_prepared
-    assert cap_prepared == cap_plain >= 64  # the rings doubled several times
+    prepared, _ = features(prepare=True)
+    assert any(taken), "some growth used prepared memory"
+    taken.clear()
+    plain, words_plain = features(prepare=False)
+    assert not taken
+    assert words_plain >= 4 * 4096  # the array grew several times
     assert np.array_equal(prepared, plain)
+
+
+def test_each_key_gets_a_ring_sized_for_it_and_freed_rings_are_reused() -> None:
+    """A quiet key's ring stays small beside a busy key's, and a forgotten key's block serves the next key."""
+    spec = FeatureSpec(fields=("x",), windows=(WindowSpec("time", seconds=10, aggregates=("mean", "min")),))
+    store = FeatureStore(spec)
+    for i in range(1_000):  # busy: 10 events a second; quiet: 1 event every 2 s
+        keys = ["busy"] + (["quiet"] if i % 20 == 0 else [])
+        store.update_arrays(keys, np.full(len(keys), i * 100), np.ones((len(keys), 1)) * i)
+    state = store._windows[0][0]
+    slot = {k: store._slots[k] for k in ("busy", "quiet")}
+    assert store.held("busy") == [100] and store.held("quiet") == [5]
+    assert state.pos[slot["busy"], 5] == 112 and state.pos[slot["quiet"], 5] == 6  # the classes above held + 1
+    used = state.arena.used
+    store.drop(0)
+    store.update_arrays(["again"], np.array([0]), np.ones((1, 1)))
+    assert state.arena.used == used  # the new key took a freed block
