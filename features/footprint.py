@@ -5,8 +5,9 @@ keep (their times and every field's value) plus the running summaries its
 aggregates need, per field. The layout is what ``FeatureStore`` allocates
 per key once its windows are full: a ring block sized for the key (a count
 window's size + 1; a time window's size class above what it holds plus the
-next event), and its row of the per-key arrays (positions, ``N_SUMMARY``
-summaries and the two extreme positions per field).
+next event; a long ring adds its stretches' minima and maxima), and its row
+of the per-key arrays (positions, ``N_SUMMARY`` summaries and the two
+extreme positions per field).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.arena import ring_class
-from features.kernel import N_SUMMARY
+from features.kernel import N_POS, N_SUMMARY, stretches
 from features.spec import FeatureSpec, WindowSpec
 
 __all__ = ["Footprint", "WindowFootprint", "estimate"]
@@ -76,7 +77,9 @@ def estimate(spec: FeatureSpec, rate_per_s: float) -> Footprint:
         floor = WORD * (held * (1 + fields) + fields * summary_words + 1)  # times and values, summaries, newest
         # a push comes before its evictions: the ring holds one more than the window
         ring = held + 1 if window.kind == "count" else int(ring_class(np.array([held + 1]))[0])
-        # times and values per ring entry; positions (6 words), summaries and extreme positions per key
-        layout = WORD * (ring * (1 + fields) + 6 + fields * (N_SUMMARY + 2))
+        stretch = int(stretches(np.array([ring]))[0])
+        per_ring = ring * (1 + fields) + (2 * fields * -(-ring // stretch) if stretch else 0)
+        # times and values per ring entry, stretch summaries; positions, summaries and extreme positions per key
+        layout = WORD * (per_ring + N_POS + fields * (N_SUMMARY + 2))
         out.append(WindowFootprint(window.name, held, floor, layout, ring))
     return Footprint(rate_per_s, tuple(out))

@@ -6,7 +6,10 @@ summaries per field: the mean and the sum of squared deviations (Welford's
 update, for adding and for removing a value), the EWMA numerator, and the
 ring positions of the minimum and the maximum. Every aggregate costs O(1)
 per event, except that when the minimum (or maximum) leaves the window its
-successor is found by a scan of the held values.
+successor is found by a scan. A ring of more than ``BLOCKS_ABOVE`` entries
+also keeps the minimum and maximum of each stretch of ~sqrt(capacity)
+positions, so that the scan reads whole stretches by their summary: at
+worst O(sqrt(window)) per event, for values that only rise or only fall.
 
 Removing a value from a running sum leaves rounding behind, so the
 summaries are recomputed exactly from the held values every time as many
@@ -41,14 +44,18 @@ __all__ = ["AGG_CODES", "N_SUMMARY", "WindowState", "reserve", "running_clocks",
 # Aggregate name -> code the kernel switches on.
 AGG_CODES = {"mean": 0, "std": 1, "min": 2, "max": 3, "sum": 4, "count": 5, "last": 6, "delta": 7, "ewma": 8}
 # Per key and window (``pos``): oldest ring position, events held, removals
-# left before the next recompute, newest event time, block offset, block capacity.
-HEAD, COUNT, COUNTDOWN, NEWEST, OFFSET, CAP = range(6)
+# left before the next recompute, newest event time, block offset, block
+# capacity, and the length of the ring's stretches (0: none kept).
+HEAD, COUNT, COUNTDOWN, NEWEST, OFFSET, CAP, STRETCH = range(7)
+N_POS = 7
 # Per key, window and field (``summ``): shift, mean and sum of squared
 # deviations of the shifted values, EWMA numerator, largest sum of squares since the last recompute.
 SHIFT, MEAN, M2, EWN, PEAK = range(5)
 N_SUMMARY = 5
 # A field is recomputed when its sum of squared deviations falls below this share of PEAK.
 RESHIFT = 1e-3
+# Rings longer than this keep their stretches' minimum and maximum.
+BLOCKS_ABOVE = 64
 
 
 class WindowState:
@@ -61,10 +68,10 @@ class WindowState:
     def __init__(self, n_fields: int, size: int, slots: int = 64) -> None:
         self.n_fields = n_fields
         self.size = size
-        self.pos = np.zeros((slots, 6), dtype=np.int64)
+        self.pos = np.zeros((slots, N_POS), dtype=np.int64)
         self.summ = np.zeros((slots, n_fields, N_SUMMARY))
         self.ext = np.zeros((slots, n_fields, 2), dtype=np.int64)  # ring positions of the min and the max
-        self.arena = Arena(1 + n_fields)
+        self.arena = Arena(self.block_words)
         self._tally = np.zeros(slots, dtype=np.int64)  # scratch for ``reserve``, zero between calls
 
     @property
@@ -84,6 +91,12 @@ class WindowState:
             new[: old.shape[0]] = old
             setattr(self, name, new)
 
+    def block_words(self, caps: np.ndarray) -> np.ndarray:
+        """Words of a ring block of each capacity: times, values, and the stretches' minima and maxima."""
+        stretch = stretches(caps)
+        count = np.where(stretch > 0, -(-caps // np.maximum(stretch, 1)), 0)
+        return caps * (1 + self.n_fields) + 2 * self.n_fields * count
+
     def capacity_for(self, needed: np.ndarray) -> np.ndarray:
         """The ring capacity a key needing ``needed`` entries gets."""
         return np.full(len(needed), self.size + 1, dtype=np.int64) if self.size > 0 else ring_class(needed)
@@ -95,9 +108,14 @@ class WindowState:
         caps = self.capacity_for(needed)
         old_offs, old_caps = self.pos[slots, OFFSET].copy(), self.pos[slots, CAP].copy()
         offs = self.arena.allocate(caps)
-        _move(self.pos, self.ext, self.arena.data, self.arena.ints, slots, offs, caps)
+        _move(self.pos, self.ext, self.arena.data, self.arena.ints, slots, offs, caps, stretches(caps))
         moved = old_caps > 0
         self.arena.release(old_offs[moved], old_caps[moved])
+
+    def compact(self) -> None:
+        """Move every ring block to a dense array without the free ones."""
+        held = np.flatnonzero(self.pos[:, CAP] > 0)
+        self.pos[held, OFFSET] = self.arena.compact(self.pos[held, OFFSET], self.pos[held, CAP])
 
     def release(self, slots: np.ndarray) -> None:
         """Forget ``slots``: their blocks go back to the free lists."""
@@ -112,8 +130,8 @@ class WindowState:
 
     def key_bytes(self, slots: np.ndarray) -> int:
         """Bytes these keys take: their blocks and their rows of the per-key arrays."""
-        row = self.pos.itemsize * 6 + self.summ.itemsize * self.n_fields * N_SUMMARY + self.ext.itemsize * self.n_fields * 2
-        return int((self.pos[slots, CAP] * self.arena.width).sum() * 8 + row * len(slots))
+        row = self.pos.itemsize * N_POS + self.summ.itemsize * self.n_fields * N_SUMMARY + self.ext.itemsize * self.n_fields * 2
+        return int(self.block_words(self.pos[slots, CAP]).sum() * 8 + row * len(slots))
 
     def key_count(self, slot: int) -> int:
         return int(self.pos[slot, COUNT])
@@ -124,6 +142,8 @@ def reserve(state: WindowState, slots: np.ndarray) -> None:
     state.grow_slots(int(slots.max()) + 1 if len(slots) else 0)
     short, needed = _short(slots, state.pos, state.size + 1 if state.size > 0 else 0, state._tally)
     state.fit(short, needed)
+    if state.arena.wasteful:
+        state.compact()
 
 
 def update_windows(
@@ -142,6 +162,23 @@ def update_windows(
     """
     _kernel(slots, times, values, state.size, span_ms, keep, aggs, out, col0, stride, clocks, ttl_ms, held,
             state.pos, state.summ, state.ext, state.arena.data, state.arena.ints)
+
+
+def stretches(caps: np.ndarray) -> np.ndarray:
+    """The stretch length of rings of each capacity: the power of two at or above sqrt(capacity); 0 up to BLOCKS_ABOVE."""
+    return _stretches(np.ascontiguousarray(caps, dtype=np.int64))
+
+
+@njit(cache=True)
+def _stretches(caps):
+    out = np.zeros(caps.shape[0], dtype=np.int64)
+    for i in range(caps.shape[0]):
+        if caps[i] > BLOCKS_ABOVE:
+            b = 1
+            while b * b < caps[i]:
+                b *= 2
+            out[i] = b
+    return out
 
 
 @njit(cache=True)
@@ -184,7 +221,7 @@ def _short(slots, pos, fixed, tally):
 
 
 @njit(cache=True)
-def _move(pos, ext, ar, ai, slots, offs, caps):
+def _move(pos, ext, ar, ai, slots, offs, caps, stretch):
     """Copy each slot's held events, oldest first, to the start of its new block."""
     n_fields = ext.shape[1]
     for i in range(slots.shape[0]):
@@ -199,7 +236,29 @@ def _move(pos, ext, ar, ai, slots, offs, caps):
         for f in range(n_fields):
             for e in range(2):
                 ext[s, f, e] = (ext[s, f, e] - head) % cap if count > 0 else 0
-        pos[s, HEAD], pos[s, OFFSET], pos[s, CAP] = 0, new, ncap
+        pos[s, HEAD], pos[s, OFFSET], pos[s, CAP], pos[s, STRETCH] = 0, new, ncap, stretch[i]
+        _summarise_stretches(s, pos, ar, n_fields)
+
+
+@njit(cache=True)
+def _summarise_stretches(s, pos, ar, n_fields):
+    """Each stretch's minimum and maximum over the held entries of a ring that starts at position 0."""
+    b = pos[s, STRETCH]
+    if b == 0:
+        return
+    count, off, cap = pos[s, COUNT], pos[s, OFFSET], pos[s, CAP]
+    n_blocks = (cap + b - 1) // b
+    at = off + cap * (1 + n_fields)
+    for f in range(n_fields):
+        base = off + cap * (1 + f)
+        for j in range((count + b - 1) // b):
+            lo = hi = ar[base + j * b]
+            for p in range(j * b + 1, min((j + 1) * b, count)):
+                x = ar[base + p]
+                lo = min(lo, x)
+                hi = max(hi, x)
+            ar[at + f * n_blocks + j] = lo
+            ar[at + (n_fields + f) * n_blocks + j] = hi
 
 
 @njit(cache=True)
@@ -223,19 +282,45 @@ def _recompute(s, f, head, count, off, cap, keep, summ, ar):
 
 
 @njit(cache=True)
-def _rescan(s, f, head, count, off, cap, ext, ar):
-    """Ring positions of the minimum and the maximum of field ``f``, the newest among ties."""
+def _rescan(s, f, head, count, off, cap, stretch, ext, ar):
+    """Ring positions of the minimum and the maximum of field ``f``, the newest among ties.
+
+    Stretches wholly held are read by their summary (``stretch`` > 0): every
+    entry of such a stretch was written after its first one, which reset it.
+    The newest stretch holding each extreme is then scanned for its position.
+    """
     base = off + cap * (1 + f)
-    lo_at = hi_at = head
+    n_fields = ext.shape[1]
+    n_blocks = (cap + stretch - 1) // stretch if stretch > 0 else 0
+    at = off + cap * (1 + n_fields)
     lo = hi = ar[base + head]
-    for k in range(1, count):
+    lo_k = hi_k = 0  # where the stretch holding the newest extreme starts (k: age from the oldest)
+    lo_n = hi_n = 1  # and its length
+    k = 0
+    while k < count:
         p = (head + k) % cap
-        x = ar[base + p]
-        if x <= lo:
-            lo, lo_at = x, p
-        if x >= hi:
-            hi, hi_at = x, p
-    ext[s, f, 0], ext[s, f, 1] = lo_at, hi_at
+        if stretch > 0 and p % stretch == 0 and k + min(stretch, cap - p) <= count:
+            j = p // stretch
+            length = min(stretch, cap - p)
+            x_lo, x_hi = ar[at + f * n_blocks + j], ar[at + (n_fields + f) * n_blocks + j]
+            if x_lo <= lo:
+                lo, lo_k, lo_n = x_lo, k, length
+            if x_hi >= hi:
+                hi, hi_k, hi_n = x_hi, k, length
+            k += length
+        else:
+            x = ar[base + p]
+            if x <= lo:
+                lo, lo_k, lo_n = x, k, 1
+            if x >= hi:
+                hi, hi_k, hi_n = x, k, 1
+            k += 1
+    for e, start, length, value in ((0, lo_k, lo_n, lo), (1, hi_k, hi_n, hi)):
+        for q in range(start + length - 1, start - 1, -1):  # the newest entry of the stretch equal to it
+            p = (head + q) % cap
+            if ar[base + p] == value:
+                ext[s, f, e] = p
+                break
 
 
 @njit(cache=True)
@@ -246,7 +331,9 @@ def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, 
         s = slots[i]
         t = times[i]
         head, count, countdown, newest = pos[s, HEAD], pos[s, COUNT], pos[s, COUNTDOWN], pos[s, NEWEST]
-        off, cap = pos[s, OFFSET], pos[s, CAP]
+        off, cap, stretch = pos[s, OFFSET], pos[s, CAP], pos[s, STRETCH]
+        n_blocks = (cap + stretch - 1) // stretch if stretch > 0 else 0
+        stretches_at = off + cap * (1 + n_fields)
         if ttl > 0 and count > 0 and clocks[i] - newest > ttl:
             head, count, countdown = 0, 0, 0  # idle past the ttl: the key starts over
         if count == 0:
@@ -278,6 +365,13 @@ def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, 
                 ext[s, f, 0] = p
             if count == 1 or x >= ar[base + ext[s, f, 1]]:
                 ext[s, f, 1] = p
+            if stretch > 0:  # the stretch's summary starts over at its first entry
+                lo_at = stretches_at + f * n_blocks + p // stretch
+                hi_at = lo_at + n_fields * n_blocks
+                if p % stretch == 0 or x < ar[lo_at]:
+                    ar[lo_at] = x
+                if p % stretch == 0 or x > ar[hi_at]:
+                    ar[hi_at] = x
         # evict the oldest while the window is over its size or span
         evicted = False
         rescan = False
@@ -302,7 +396,7 @@ def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, 
                 if countdown <= 0 or summ[s, f, M2] < RESHIFT * summ[s, f, PEAK]:
                     _recompute(s, f, head, count, off, cap, keep, summ, ar)
                 if rescan:
-                    _rescan(s, f, head, count, off, cap, ext, ar)
+                    _rescan(s, f, head, count, off, cap, stretch, ext, ar)
             if countdown <= 0:
                 countdown = count
         pos[s, HEAD], pos[s, COUNT], pos[s, COUNTDOWN], pos[s, NEWEST] = head, count, countdown, newest

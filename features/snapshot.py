@@ -25,7 +25,21 @@ import numpy as np
 from numba import njit
 
 from features.exceptions import FeatureError
-from features.kernel import CAP, COUNT, COUNTDOWN, HEAD, N_SUMMARY, NEWEST, OFFSET, WindowState, _recompute, _rescan
+from features.kernel import (
+    CAP,
+    COUNT,
+    COUNTDOWN,
+    HEAD,
+    N_SUMMARY,
+    NEWEST,
+    OFFSET,
+    STRETCH,
+    WindowState,
+    _recompute,
+    _rescan,
+    _summarise_stretches,
+    stretches,
+)
 
 __all__ = ["Parsed", "StateFormatError", "block_words", "pack", "parse", "write"]
 
@@ -106,7 +120,7 @@ def write(states: list[WindowState], keeps: list[float], slots: np.ndarray, pars
         state.release(slots)
         caps = state.capacity_for(count + 1)  # room for the next event without a move
         offs = state.arena.allocate(caps)
-        _unpack(slots, parsed.words, floats, start, offs, caps, keep, parsed.legacy,
+        _unpack(slots, parsed.words, floats, start, offs, caps, stretches(caps), keep, parsed.legacy,
                 state.pos, state.summ, state.ext, state.arena.data, state.arena.ints)
 
 
@@ -133,7 +147,7 @@ def _pack(slots, pos, summ, ar, ai, out_i, out_f, at):
 
 
 @njit(cache=True)
-def _unpack(slots, buf_i, buf_f, starts, offs, caps, keep, legacy, pos, summ, ext, ar, ai):
+def _unpack(slots, buf_i, buf_f, starts, offs, caps, stretch, keep, legacy, pos, summ, ext, ar, ai):
     """Write each block at the start of its new ring, with its summaries (recomputed for a legacy block)."""
     n_fields = summ.shape[1]
     per_field = 1 if legacy else N_SUMMARY
@@ -142,6 +156,7 @@ def _unpack(slots, buf_i, buf_f, starts, offs, caps, keep, legacy, pos, summ, ex
         w = starts[i]
         count, off, cap = buf_i[w], offs[i], caps[i]
         pos[s, HEAD], pos[s, COUNT], pos[s, NEWEST], pos[s, OFFSET], pos[s, CAP] = 0, count, buf_i[w + 2], off, cap
+        pos[s, STRETCH] = stretch[i]
         pos[s, COUNTDOWN] = count if legacy else buf_i[w + 1]
         summ_at = w + 3
         w += 3 + n_fields * per_field
@@ -157,4 +172,6 @@ def _unpack(slots, buf_i, buf_f, starts, offs, caps, keep, legacy, pos, summ, ex
             else:
                 for c in range(N_SUMMARY):
                     summ[s, f, c] = buf_f[summ_at + f * N_SUMMARY + c]
-            _rescan(s, f, 0, count, off, cap, ext, ar)
+        _summarise_stretches(s, pos, ar, n_fields)
+        for f in range(n_fields):
+            _rescan(s, f, 0, count, off, cap, stretch[i], ext, ar)

@@ -290,3 +290,50 @@ def test_each_key_gets_a_ring_sized_for_it_and_freed_rings_are_reused() -> None:
     store.drop(0)
     store.update_arrays(["again"], np.array([0]), np.ones((1, 1)))
     assert state.arena.used == used  # the new key took a freed block
+
+
+@pytest.mark.parametrize("shape", ["rising", "falling", "sawtooth", "plateaus"])
+def test_min_and_max_of_long_windows_follow_trends_exactly(shape: str) -> None:
+    """Rings longer than 64 find a leaving extreme's successor through their stretches' summaries: same values."""
+    n = 3_000
+    i = np.arange(n, dtype=np.float64)
+    values = {"rising": i, "falling": -i, "sawtooth": (i % 257) - (i % 3) * 0.5,
+              "plateaus": np.repeat(np.random.default_rng(2).normal(size=n // 50), 50)}[shape]
+    windows = (WindowSpec("count", size=300, aggregates=("min", "max")),
+               WindowSpec("time", seconds=45, aggregates=("min", "max")))
+    spec = FeatureSpec(fields=("x",), windows=windows)
+    store = FeatureStore(spec)
+    times = 1_700_000_000_000 + (i * 100).astype(np.int64)
+    got = np.concatenate([store.update_arrays(["k"] * len(chunk), times[chunk], values[chunk, None])
+                          for chunk in np.array_split(np.arange(n), 37)])
+    assert store._windows[1][0].pos[0, 6] > 0  # the time window's ring keeps stretches
+    for row in range(n):
+        for w, lo in ((0, max(0, row - 299)), (1, max(0, row - 449))):
+            assert got[row, 2 * w] == values[lo:row + 1].min(), (row, w)
+            assert got[row, 2 * w + 1] == values[lo:row + 1].max(), (row, w)
+
+
+def test_blocks_left_behind_by_growing_keys_are_compacted_away_without_changing_a_feature(monkeypatch) -> None:
+    """Keys growing together leave their smaller blocks free; once those are half the array, it is compacted."""
+    import features.arena as arena
+
+    spec = FeatureSpec(fields=("x", "y"), windows=(WindowSpec("time", seconds=10, aggregates=AGGREGATES),))
+    keys = [f"k{i}" for i in range(2_000)]
+    rng = np.random.default_rng(5)
+    rounds = [(np.full(len(keys), 1_700_000_000_000 + step * 200), rng.normal(size=(len(keys), 2)))
+              for step in range(60)]
+
+    def fill(compact_words: int) -> tuple[np.ndarray, FeatureStore]:
+        monkeypatch.setattr(arena, "COMPACT_WORDS", compact_words)
+        store = FeatureStore(spec)
+        out = np.concatenate([store.update_arrays(keys, times, values) for times, values in rounds])
+        monkeypatch.undo()
+        return out, store
+
+    compacted, store = fill(1_024)
+    plain, plain_store = fill(2**62)
+    assert np.array_equal(compacted, plain)
+    state, plain_state = store._windows[0][0], plain_store._windows[0][0]
+    live = state.arena.live_bytes // 8
+    assert plain_state.arena.free_words > 3 * live  # growing through the classes left this much behind
+    assert state.arena.free_words * 2 < state.arena.used and len(state.arena.data) < 2 * live
