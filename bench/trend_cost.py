@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features import FeatureSpec, FeatureStore, WindowSpec  # noqa: E402
+from features import FeatureSpec, FeatureStore, WindowSpec
 
 EVENTS = 60_000
 BATCH = 500
