@@ -8,29 +8,37 @@ takes a larger one, and no key pays for the busiest. Capacities come from
 size classes 1.25x apart, so a block wastes at most a fifth of itself; a
 freed block goes on its class's free list and is reused by the next key of
 that class.
+
+The array lives in a private anonymous memory mapping. Growing it remaps
+the pages (``mremap``) instead of copying them, so it costs neither a copy
+of the state nor the page faults of fresh memory up front, and the words
+beyond those handed out take no memory until they are written.
 """
 
 from __future__ import annotations
 
+import logging
+import mmap
 from collections.abc import Callable
 
 import numpy as np
 from numba import njit
 
-from features.prepared import PreparedArrays
-
 __all__ = ["CLASSES", "Arena", "ring_class"]
+
+logger = logging.getLogger(__name__)
 
 # Block capacities: 4..8 one by one, then four steps per doubling (10, 12, 14, 16, 20, ...).
 CLASSES = np.array(sorted({*range(4, 9), *(b * m // 4 for b in (2 ** k for k in range(3, 48)) for m in (5, 6, 7, 8))}),
                    dtype=np.int64)
-# A new array is prepared ahead by a helper thread (its page faults taken off
-# the loop thread) when it takes at most this many bytes; beyond that,
-# holding the memory ahead of a growth that may never come matters more.
-PREPARE_MAX_BYTES = 256 * 2**20
-GROWTH = 1.5  # the array grows by this factor when no block is free
-# Free blocks are compacted away once they are half the array's words and at least this many (64 MiB).
+INITIAL_WORDS = 4096
+GROWTH = 2.0  # the array's length grows by this factor when no block is free (untouched words cost nothing)
+# Free blocks are compacted away once they are a quarter of the words handed out, and at least this many (64 MiB).
 COMPACT_WORDS = 8 * 2**20
+
+
+def _mapping(words: int) -> mmap.mmap:
+    return mmap.mmap(-1, max(words, 1) * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 def ring_class(needed: np.ndarray) -> np.ndarray:
@@ -41,13 +49,13 @@ def ring_class(needed: np.ndarray) -> np.ndarray:
 class Arena:
     """Blocks of float64 words, handed out and taken back by capacity class; ``words_of`` gives a class's words."""
 
-    def __init__(self, words_of: Callable[[np.ndarray], np.ndarray], words: int = 4096) -> None:
+    def __init__(self, words_of: Callable[[np.ndarray], np.ndarray], words: int | None = None) -> None:
         self.words_of = words_of
-        self.data = np.zeros(words)
+        self._map = _mapping(words or INITIAL_WORDS)
+        self.data = np.frombuffer(self._map, dtype=np.float64)
         self.used = 0  # words handed out at least once (blocks in use or on a free list)
         self.free: dict[int, list[int]] = {}  # capacity -> offsets of free blocks
         self.free_words = 0
-        self._next: PreparedArrays | None = None
 
     @property
     def ints(self) -> np.ndarray:
@@ -85,22 +93,23 @@ class Arena:
         self.free_words += int(self.words_of(caps).sum())
 
     def _reserve(self, words: int) -> None:
-        if words > len(self.data):
-            size = max(words, int(len(self.data) * GROWTH))
-            ready = self._next.take() if self._next is not None else None
-            self._next = None
-            new = ready["data"] if ready is not None and len(ready["data"]) >= words else np.empty(size)
-            new[: self.used] = self.data[: self.used]
-            self.data = new
-        if self.used * 3 >= len(self.data) * 2 and self._next is None:
-            nxt = int(len(self.data) * GROWTH)
-            if nxt * 8 <= PREPARE_MAX_BYTES:
-                self._next = PreparedArrays({"data": ((nxt,), np.dtype(np.float64))})
+        if words <= len(self.data):
+            return
+        size = max(words, int(len(self.data) * GROWTH))
+        self.data = np.empty(0)
+        try:
+            self._map.resize(size * 8)
+        except BufferError:  # an array over the old pages is still alive somewhere: copy instead
+            logger.debug("window state array still referenced; growing it by a copy")
+            grown = _mapping(size)
+            np.frombuffer(grown, dtype=np.float64)[: self.used] = np.frombuffer(self._map, dtype=np.float64)[: self.used]
+            self._map = grown
+        self.data = np.frombuffer(self._map, dtype=np.float64)
 
     @property
     def wasteful(self) -> bool:
-        """Whether free blocks are half the words handed out: keys that grew through the classes left them behind."""
-        return self.free_words >= COMPACT_WORDS and self.free_words * 2 >= self.used
+        """Whether free blocks are a quarter of the words handed out: keys that grew through the classes left them behind."""
+        return self.free_words >= COMPACT_WORDS and self.free_words * 4 >= self.used
 
     def compact(self, offs: np.ndarray, caps: np.ndarray) -> np.ndarray:
         """Copy the blocks in use (at ``offs``, of ``caps``) into a dense array of their size; their new offsets.
@@ -112,9 +121,10 @@ class Arena:
         new_offs = np.empty(len(offs), dtype=np.int64)
         new_offs[order] = np.cumsum(words[order]) - words[order]
         total = int(words.sum())
-        data = np.empty(max(total, 4096))
+        dense = _mapping(max(total, INITIAL_WORDS))
+        data = np.frombuffer(dense, dtype=np.float64)
         _copy_blocks(self.data, data, offs[order], new_offs[order], words[order])
-        self.data, self.used, self.free, self.free_words, self._next = data, total, {}, 0, None
+        self._map, self.data, self.used, self.free, self.free_words = dense, data, total, {}, 0
         return new_offs
 
     @property

@@ -243,36 +243,29 @@ def test_array_batches_equal_event_batches_and_reject_non_finite_values() -> Non
     assert np.array_equal(store.update_arrays(*nxt), clean.update_arrays(*nxt))
 
 
-def test_growth_prepared_ahead_gives_the_same_features_as_growth_on_demand(monkeypatch) -> None:
-    """Ring blocks in an array grown into memory prepared ahead hold exactly what a plain growth holds."""
+@pytest.mark.parametrize("held_view", [False, True], ids=["remapped", "copied"])
+def test_growing_the_ring_array_keeps_every_block(monkeypatch, held_view: bool) -> None:
+    """The array grows by remapping its pages, or by a copy while an array over it is alive: the same features."""
     import features.arena as arena
 
     spec = FeatureSpec(fields=FIELDS, windows=(WindowSpec("time", seconds=60, aggregates=AGGREGATES),))
     events = make_events(seed=11, n=6_000, n_keys=20)
-    taken = []
-    take = arena.PreparedArrays.take
 
-    def spy(self):
-        got = take(self)
-        taken.append(got is not None)
-        return got
-
-    def features(prepare: bool) -> tuple[np.ndarray, int]:
-        monkeypatch.setattr(arena.PreparedArrays, "take", spy)
-        if not prepare:
-            monkeypatch.setattr(arena, "PREPARE_MAX_BYTES", 0)
+    def features(initial_words: int) -> tuple[np.ndarray, int]:
+        monkeypatch.setattr(arena, "INITIAL_WORDS", initial_words)
         store = FeatureStore(spec)
-        out = np.concatenate([store.update_many(events[i:i + 50]) for i in range(0, len(events), 50)])
+        views, out = [], []
+        for i in range(0, len(events), 50):
+            if held_view:
+                views.append(store._windows[0][0].arena.data)  # keeps the pages exported
+            out.append(store.update_many(events[i:i + 50]))
         monkeypatch.undo()
-        return out, len(store._windows[0][0].arena.data)
+        return np.concatenate(out), len(store._windows[0][0].arena.data)
 
-    prepared, _ = features(prepare=True)
-    assert any(taken), "some growth used prepared memory"
-    taken.clear()
-    plain, words_plain = features(prepare=False)
-    assert not taken
-    assert words_plain >= 4 * 4096  # the array grew several times
-    assert np.array_equal(prepared, plain)
+    grown, words_grown = features(64)
+    whole, words_whole = features(2**22)
+    assert words_grown < words_whole  # the small array grew several times; the large one never
+    assert np.array_equal(grown, whole)
 
 
 def test_each_key_gets_a_ring_sized_for_it_and_freed_rings_are_reused() -> None:
