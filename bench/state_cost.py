@@ -25,7 +25,7 @@ Three measurements, one run:
   between runs).
 
 Writes bench/results/state_cost.json (keeping the churn_* keys of
-bench/state_churn.py).
+bench/state_churn.py, and with ``--parts`` the figures of the parts not run).
 """
 
 from __future__ import annotations
@@ -209,6 +209,11 @@ def throughput_cost(bootstrap: str, events: int, rounds: int) -> dict[str, Any]:
     return summary
 
 
+PARTS = ("restore", "active", "changelog")
+RESTORE_KEYS = ("keys", "floor_bytes_per_key", "live_bytes_per_key", "rss_mb_before_restart", "rss_mb_after_restore",
+                "restore_s", "changelog_bytes_per_key")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
@@ -216,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="backlog for the changelog rounds")
     parser.add_argument("--key-events", type=int, default=2_000_000, help="backlog for the active-keys rounds")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="measure only these (the file keeps the others' last figures)")
     parser.add_argument("--phase", choices=("fill", "restore"), help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -226,30 +233,32 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap = broker_with_model()
     if bootstrap is None:
         return 2
-    restore = restore_cost(bootstrap, args.keys, args.events_per_key)
-    active = active_keys_cost(bootstrap, args.key_events, args.keys, args.rounds)
-    throughput = throughput_cost(bootstrap, args.events, args.rounds)
     path = RESULTS / "state_cost.json"
-    kept = {k: v for k, v in (json.loads(path.read_text()) if path.exists() else {}).items() if k.startswith("churn_")}
-    result = {**{k: restore[k] for k in ("keys", "floor_bytes_per_key", "live_bytes_per_key", "rss_mb_before_restart",
-                                          "rss_mb_after_restore", "restore_s", "changelog_bytes_per_key")},
-              "throughput_ratio_1m_vs_1k_keys": active["median"],
-              **kept, "restore": restore, "active_keys": active, "throughput": throughput}
+    result = json.loads(path.read_text()) if path.exists() else {}
+    ok = True
+    if "restore" in args.parts:
+        r = restore_cost(bootstrap, args.keys, args.events_per_key)
+        result.update({k: r[k] for k in RESTORE_KEYS}, restore=r)
+        print(f"{r['keys']:,} keys: {r['live_bytes_per_key']:,} live bytes per key against a floor of "
+              f"{r['floor_bytes_per_key']:,} ({r['live_over_floor']}x); RSS {r['rss_mb_before_restart']:,} MB before "
+              f"the restart, {r['rss_mb_after_restore']:,} MB after the restore ({r['rss_after_over_before']}x); "
+              f"restore {r['restore_s']} s (read {r['read_s']} s); {r['changelog_bytes_per_key']:,} bytes per key in "
+              f"the changelog; identical: {r['restored_identical']}")
+        ok = r["restored_identical"] and r["keys_restored"] == r["keys"]
+    if "active" in args.parts:
+        active = active_keys_cost(bootstrap, args.key_events, args.keys, args.rounds)
+        result.update(throughput_ratio_1m_vs_1k_keys=active["median"], active_keys=active)
+        print(f"throughput with {args.keys:,} keys / 1,000 keys: median {active['median']:.3f} "
+              f"({', '.join(str(x['ratio']) for x in active['rounds'])})")
+    if "changelog" in args.parts:
+        t = result["throughput"] = throughput_cost(bootstrap, args.events, args.rounds)
+        for name in list(SETUPS)[1:]:
+            print(f"throughput, changelog with {name} checkpoints / off: median {t[name]['median']:.3f} "
+                  f"({t[name]['min']:.3f}-{t[name]['max']:.3f} over {len(t['rounds'])} rounds)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    r, t = restore, throughput
-    print(f"{r['keys']:,} keys: {r['live_bytes_per_key']:,} live bytes per key against a floor of "
-          f"{r['floor_bytes_per_key']:,} ({r['live_over_floor']}x); RSS {r['rss_mb_before_restart']:,} MB before the "
-          f"restart, {r['rss_mb_after_restore']:,} MB after the restore ({r['rss_after_over_before']}x); restore "
-          f"{r['restore_s']} s (read {r['read_s']} s); {r['changelog_bytes_per_key']:,} bytes per key in the changelog; "
-          f"identical: {r['restored_identical']}")
-    print(f"throughput with {args.keys:,} keys / 1,000 keys: median {active['median']:.3f} "
-          f"({', '.join(str(x['ratio']) for x in active['rounds'])})")
-    for name in list(SETUPS)[1:]:
-        print(f"throughput, changelog with {name} checkpoints / off: median {t[name]['median']:.3f} "
-              f"({t[name]['min']:.3f}-{t[name]['max']:.3f} over {len(t['rounds'])} rounds)")
     say(f"wrote {path}")
-    return 0 if r["restored_identical"] and r["keys_restored"] == r["keys"] else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
