@@ -142,8 +142,10 @@ def delete_topics(bootstrap: str, topics: list[str]) -> None:
     """Delete these topics where they exist, and wait for it."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=30).topics)
-    for future in admin.delete_topics([t for t in topics if t in existing], operation_timeout=30).values():
-        future.result()
+    gone = [t for t in topics if t in existing]
+    if gone:
+        for future in admin.delete_topics(gone, operation_timeout=30).values():
+            future.result()
 
 
 def measure_latency(bootstrap: str, load: int) -> dict[str, Any]:

@@ -306,8 +306,8 @@ def _state(args: argparse.Namespace, config: ServiceConfig | None) -> int:
                         enumerate(zip(row, widths))))
     print(f"{args.keys:,} keys at {args.rate:g} events/s each: floor {footprint.floor_bytes * args.keys / 2**20:,.0f} "
           f"MiB, window arrays {footprint.layout_bytes * args.keys / 2**20:,.0f} MiB "
-          f"({footprint.over_floor:.1f}x the floor, as every key's rings are sized for the busiest key's rate; "
-          "the key index is not counted)")
+          f"({footprint.over_floor:.2f}x the floor: each ring is rounded up to a size class and holds the next "
+          "event too, and each key keeps its positions; the key index is not counted)")
     return EXIT_OK
 
 
