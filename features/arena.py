@@ -96,15 +96,16 @@ class Arena:
         if words <= len(self.data):
             return
         size = max(words, int(len(self.data) * GROWTH))
-        self.data = np.empty(0)
+        self.data = np.empty(0)  # the pages cannot move while an array over them is alive
         try:
             self._map.resize(size * 8)
-        except BufferError:  # an array over the old pages is still alive somewhere: copy instead
+        except BufferError:  # one is, somewhere: copy instead
             logger.debug("window state array still referenced; growing it by a copy")
             grown = _mapping(size)
             np.frombuffer(grown, dtype=np.float64)[: self.used] = np.frombuffer(self._map, dtype=np.float64)[: self.used]
             self._map = grown
-        self.data = np.frombuffer(self._map, dtype=np.float64)
+        finally:  # also when the system refuses the memory: the blocks stay as they were
+            self.data = np.frombuffer(self._map, dtype=np.float64)
 
     @property
     def wasteful(self) -> bool:
