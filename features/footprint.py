@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.arena import ring_class
-from features.kernel import N_POS, N_SUMMARY, stretches
+from features.kernel import ring_words, row_words
 from features.spec import FeatureSpec, WindowSpec
 
 __all__ = ["Footprint", "WindowFootprint", "estimate"]
@@ -77,9 +77,6 @@ def estimate(spec: FeatureSpec, rate_per_s: float) -> Footprint:
         floor = WORD * (held * (1 + fields) + fields * summary_words + 1)  # times and values, summaries, newest
         # a push comes before its evictions: the ring holds one more than the window
         ring = held + 1 if window.kind == "count" else int(ring_class(np.array([held + 1]))[0])
-        stretch = int(stretches(np.array([ring]))[0])
-        per_ring = ring * (1 + fields) + (2 * fields * -(-ring // stretch) if stretch else 0)
-        # times and values per ring entry, stretch summaries; positions, summaries and extreme positions per key
-        layout = WORD * (per_ring + N_POS + fields * (N_SUMMARY + 2))
+        layout = WORD * (int(ring_words(np.array([ring]), fields)[0]) + row_words(fields))
         out.append(WindowFootprint(window.name, held, floor, layout, ring))
     return Footprint(rate_per_s, tuple(out))

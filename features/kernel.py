@@ -96,10 +96,8 @@ class WindowState:
             setattr(self, name, new)
 
     def block_words(self, caps: np.ndarray) -> np.ndarray:
-        """Words of a ring block of each capacity: times, values, and the stretches' minima and maxima."""
-        stretch = stretches(caps)
-        count = np.where(stretch > 0, -(-caps // np.maximum(stretch, 1)), 0)
-        return caps * (1 + self.n_fields) + 2 * self.n_fields * count
+        """Words of a ring block of each capacity (``ring_words``)."""
+        return ring_words(caps, self.n_fields)
 
     def capacity_for(self, needed: np.ndarray) -> np.ndarray:
         """The ring capacity a key needing ``needed`` entries gets."""
@@ -134,8 +132,7 @@ class WindowState:
 
     def key_bytes(self, slots: np.ndarray) -> int:
         """Bytes these keys take: their blocks and their rows of the per-key arrays."""
-        row = self.pos.itemsize * N_POS + self.summ.itemsize * self.n_fields * N_SUMMARY + self.ext.itemsize * self.n_fields * 2
-        return int(self.block_words(self.pos[slots, CAP]).sum() * 8 + row * len(slots))
+        return int((self.block_words(self.pos[slots, CAP]).sum() + row_words(self.n_fields) * len(slots)) * 8)
 
     def key_count(self, slot: int) -> int:
         return int(self.pos[slot, COUNT])
@@ -166,6 +163,18 @@ def update_windows(
     """
     _kernel(slots, times, values, state.size, span_ms, keep, aggs, out, col0, stride, clocks, ttl_ms, held,
             state.pos, state.summ, state.ext, state.arena.data, state.arena.ints)
+
+
+def ring_words(caps: np.ndarray, n_fields: int) -> np.ndarray:
+    """Words of a ring block of each capacity: times, values, and the stretches' minima and maxima."""
+    stretch = stretches(caps)
+    count = np.where(stretch > 0, -(-caps // np.maximum(stretch, 1)), 0)
+    return caps * (1 + n_fields) + 2 * n_fields * count
+
+
+def row_words(n_fields: int) -> int:
+    """Words of a key's row of the per-key arrays: positions, summaries, and the extremes' positions."""
+    return N_POS + n_fields * (N_SUMMARY + 2)
 
 
 def stretches(caps: np.ndarray) -> np.ndarray:
@@ -331,6 +340,7 @@ def _rescan(s, f, head, count, off, cap, stretch, ext, ar):
 def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, clocks, ttl, held,
             pos, summ, ext, ar, ai):
     n, n_fields = values.shape
+    rescan = np.zeros(n_fields, dtype=np.bool_)  # per field: an extreme left, its successor is to be found
     for i in range(n):
         s = slots[i]
         t = times[i]
@@ -378,7 +388,7 @@ def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, 
                     ar[hi_at] = x
         # evict the oldest while the window is over its size or span
         evicted = False
-        rescan = False
+        rescan[:] = False
         while count > 1 and ((size > 0 and count > size) or (size <= 0 and ai[off + head] <= newest - span_ms)):
             weight = keep ** (count - 1)  # the oldest value's EWMA weight
             for f in range(n_fields):
@@ -390,7 +400,7 @@ def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, 
                 summ[s, f, MEAN] = reduced
                 summ[s, f, EWN] -= x * weight
                 if ext[s, f, 0] == head or ext[s, f, 1] == head:
-                    rescan = True
+                    rescan[f] = True
             head = (head + 1) % cap
             count -= 1
             countdown -= 1
@@ -399,7 +409,7 @@ def _kernel(slots, times, values, size, span_ms, keep, aggs, out, col0, stride, 
             for f in range(n_fields):
                 if countdown <= 0 or summ[s, f, M2] < RESHIFT * summ[s, f, PEAK]:
                     _recompute(s, f, head, count, off, cap, keep, summ, ar)
-                if rescan:
+                if rescan[f]:
                     _rescan(s, f, head, count, off, cap, stretch, ext, ar)
             if countdown <= 0:
                 countdown = count
