@@ -6,11 +6,16 @@ spacing as `make bench` produces it, and times each stage with the loop
 thread's CPU clock and the wall clock. cProfile, used before, slows Python
 calls more than compiled code and so overstated the Python stages.
 
-    scripts/local-kafka with .venv/bin/python bench/stages.py [EVENTS]
+    scripts/local-kafka with .venv/bin/python bench/stages.py [EVENTS] [--keys N]
+
+``--keys`` spreads the backlog over that many keys (default 1,000, as
+``make bench``): over a million, nearly every event changes a key nothing
+else changed since the last checkpoint.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -23,19 +28,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.throughput import BACKLOG_EVENT_RATE, CONFIG, broker_with_model, env_for, produce  # noqa: E402
+from bench.throughput import BACKLOG_EVENT_RATE, CONFIG, KEYS, broker_with_model, env_for, produce  # noqa: E402
 from stream.config import load_config  # noqa: E402
 from stream.runtime.wiring import build_service  # noqa: E402
 
 
-def main() -> int:
-    events = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("events", nargs="?", type=int, default=300_000)
+    parser.add_argument("--keys", type=int, default=KEYS)
+    args = parser.parse_args(argv)
+    events = args.events
     bootstrap = broker_with_model()
     if bootstrap is None:
         return 2
     topic = f"stages-{uuid.uuid4().hex[:6]}"
-    print(f"stages: producing {events:,} events to {topic}", file=sys.stderr, flush=True)
-    produce(bootstrap, topic, events, event_rate=BACKLOG_EVENT_RATE)
+    print(f"stages: producing {events:,} events over {args.keys:,} keys to {topic}", file=sys.stderr, flush=True)
+    produce(bootstrap, topic, events, event_rate=BACKLOG_EVENT_RATE, keys=args.keys)
     service = build_service(load_config(CONFIG, {**os.environ, **env_for(bootstrap, topic, topic)}))
     cpu: dict[str, float] = defaultdict(float)
     wall: dict[str, float] = defaultdict(float)
@@ -46,7 +55,9 @@ def main() -> int:
         (processor, "_features", "window features"),
         (processor, "_score", "model call"), (processor, "_encode", "encode predictions"),
         (service, "_send", "produce"), (service.sink, "flush", "flush"), (service.source, "commit", "commit"),
-        (service.state, "maybe_checkpoint", "checkpoints and expiry sweeps"), (service, "_record_metrics", "metrics"),
+        (service.state, "maybe_checkpoint", "checkpoints and expiry sweeps"),
+        (service.state.store, "export_dirty", "  of which: export of changed keys"),
+        (service.state.store, "expire", "  of which: expiry sweeps"), (service, "_record_metrics", "metrics"),
         (processor, "process", "batch processing (decode to drift detectors)"),
     ]
     if processor.quality is not None:

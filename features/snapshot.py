@@ -53,17 +53,26 @@ def block_words(n_fields: int, counts: np.ndarray, legacy: bool = False) -> np.n
     return 3 + n_fields * (1 if legacy else N_SUMMARY) + counts * (1 + n_fields)
 
 
-def pack(states: list[WindowState], slots: np.ndarray) -> list[bytes]:
-    """The stored form of each slot's state over every window, one ``bytes`` per slot."""
+def pack(states: list[WindowState], slots: np.ndarray, head: bytes = b"") -> list[bytes]:
+    """The stored form of each slot's state over every window, one ``bytes`` per slot.
+
+    Each one starts with ``head`` (whole 8-byte words): a caller's framing
+    costs no copy of the record (``parse`` skips it).
+    """
     n = len(slots)
     if n == 0:
         return []
+    if len(head) % 8:
+        raise ValueError(f"a record head must be whole 8-byte words, not {len(head)} bytes")
+    lead = len(head) // 8
     words = [block_words(s.n_fields, s.pos[slots, COUNT]) for s in states]
-    per_key = np.sum(words, axis=0)
+    per_key = np.sum(words, axis=0) + lead
     key_start = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(per_key, out=key_start[1:])
     buf = np.empty(int(key_start[-1]), dtype=np.int64)
-    at = key_start[:-1].copy()
+    if lead:
+        buf[(key_start[:-1, None] + np.arange(lead)).ravel()] = np.tile(np.frombuffer(head, dtype=np.int64), n)
+    at = key_start[:-1] + lead
     for state, w in zip(states, words):
         _pack(slots, state.pos, state.summ, state.arena.data, state.arena.ints, buf, buf.view(np.float64), at)
         at += w
@@ -82,18 +91,18 @@ class Parsed:
     legacy: bool  # in the layout of formats 1-2
 
 
-def parse(states: list[WindowState], records: list[bytes], legacy: bool = False) -> Parsed:
+def parse(states: list[WindowState], records: list[bytes], legacy: bool = False, skip: int = 0) -> Parsed:
     """Check ``records`` (from ``pack``, or in the ``legacy`` layout) against the windows.
 
-    StateFormatError if any is malformed.
+    ``skip``: the bytes of each record's head (``pack``). StateFormatError if any is malformed.
     """
     n = len(records)
     lengths = np.fromiter((len(r) for r in records), dtype=np.int64, count=n)
-    if np.any(lengths % 8):
+    if np.any(lengths % 8) or skip % 8:
         raise StateFormatError("a stored key state is not a whole number of 8-byte words")
     words = np.frombuffer(b"".join(records), dtype=np.int64)
     key_end = np.cumsum(lengths // 8)
-    at = key_end - lengths // 8
+    at = key_end - lengths // 8 + skip // 8
     starts, counts = [], []
     for state in states:
         if not np.all(at + 3 <= key_end):

@@ -233,30 +233,41 @@ class FeatureStore:
 
     def dirty(self, shard: int) -> list[str]:
         """Keys of ``shard`` updated (or loaded) since its last ``clean``."""
+        return self._held_keys(self._dirty_slots(shard))
+
+    def _dirty_slots(self, shard: int) -> np.ndarray:
         slots = self._slots_of(shard)
-        return self._held_keys(slots[self._dirty[slots]])
+        return slots[self._dirty[slots]]
 
     def clean(self, shard: int) -> None:
         """Mark every key of ``shard`` as saved."""
         self._dirty[self._slots_of(shard)] = False
 
-    def export(self, keys: Sequence[str]) -> list[bytes]:
-        """The stored form of each key's windows (``features.snapshot``), in the order given."""
-        slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
-        return pack([state for state, *_ in self._windows], slots)
+    def export(self, keys: Sequence[str], head: bytes = b"") -> list[bytes]:
+        """The stored form of each key's windows (``features.snapshot``), in the order given.
 
-    def load(self, records: Sequence[tuple[str, bytes]], shard: int, legacy: bool = False) -> None:
+        Each starts with ``head`` (whole 8-byte words), the caller's framing.
+        """
+        slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
+        return pack([state for state, *_ in self._windows], slots, head)
+
+    def export_dirty(self, shard: int, head: bytes = b"") -> tuple[list[str], list[bytes]]:
+        """``dirty`` keys of ``shard`` and their ``export``, in one pass over their slots (a checkpoint)."""
+        slots = self._dirty_slots(shard)
+        return self._held_keys(slots), pack([state for state, *_ in self._windows], slots, head)
+
+    def load(self, records: Sequence[tuple[str, bytes]], shard: int, legacy: bool = False, skip: int = 0) -> None:
         """Set each key's windows to a stored form from ``export``, as keys of ``shard``.
 
         ``legacy``: the records are in the layout of changelog formats 1-2
-        (``features.snapshot``). Raises StateFormatError, before any key
-        changes, if a record does not fit this spec. Loaded keys count as
-        dirty: the next save includes them.
+        (``features.snapshot``); ``skip``: the bytes of their ``head``.
+        Raises StateFormatError, before any key changes, if a record does not
+        fit this spec. Loaded keys count as dirty: the next save includes them.
         """
         if not records:
             return
         states = [w[0] for w in self._windows]
-        parsed = parse(states, [r for _, r in records], legacy)
+        parsed = parse(states, [r for _, r in records], legacy, skip)
         slots = self._slots_for(k for k, _ in records)
         write(states, [w[3] for w in self._windows], slots, parsed)
         self._shard[slots] = shard

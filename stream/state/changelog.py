@@ -8,10 +8,20 @@ a marker (key ``m``, value: the partition's drift detectors; the partition's
 event-time clock in a header). Every record carries the input offset it
 reflects (the next offset to read after the events it holds), the feature
 spec's fingerprint and the layout's format version (``FORMAT``): a restore
-refuses a record of a format it does not know rather than misread it. It
-reads format 1 (before the clock) by taking the clock from the entities'
-newest event times, and formats 1-2 (before the windows' running summaries
-were stored) by recomputing the summaries from the held values. Checkpoints
+refuses a record of a format it does not know rather than misread it.
+
+Entity records carry these in the first 24 bytes of their value
+(``ENTITY_HEAD``: format, offset, fingerprint; little-endian) and have no
+headers: a checkpoint over a million keys writes a record per event, and
+three headers per record cost more than the record's own bytes to produce.
+Tombstones and markers carry them in headers (``streamscore.state.format``,
+``.offset``, ``.spec``). A restore also reads the formats before: 3, whose
+entity records carried the headers too; 1-2, before the windows' running
+summaries were stored, by recomputing the summaries from the held values;
+1, before the clock, by taking the clock from the entities' newest event
+times. A reader of format 3 or before takes a record without headers for
+one of another feature spec and ignores it, and refuses the markers, whose
+format header says 4. Checkpoints
 go out with a batch's outputs: inside its transaction in exactly-once mode;
 in at-least-once mode on a producer of their own (``CheckpointDelivery``),
 acknowledged before the offsets of the partitions they cover are committed.
@@ -42,6 +52,7 @@ access to the changelog topic to the scorer's principal only.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +70,7 @@ from stream.state.heap import trim
 from stream.state.signing import StateSigner
 from stream.types import Headers
 
-__all__ = ["CHANGELOG_TOPIC_CONFIG", "FORMAT", "Changelog", "PartitionState", "StateRecord", "select"]
+__all__ = ["CHANGELOG_TOPIC_CONFIG", "ENTITY_HEAD", "FORMAT", "Changelog", "PartitionState", "StateRecord", "select"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +80,12 @@ OFFSET_HEADER = "streamscore.state.offset"
 SPEC_HEADER = "streamscore.state.spec"
 FORMAT_HEADER = "streamscore.state.format"
 CLOCK_HEADER = "streamscore.state.clock"
-# The layout this code writes; it reads this one and those before (a record without the header is format 1).
-# Format 3 stores each window's running summaries (``features.snapshot``); 1 and 2 did not, and 1 had no clock.
-FORMAT = 3
+# The layout this code writes; it reads this one and those before (a record with headers but no format header is
+# format 1). Format 4 moved an entity record's offset and spec from headers into its value (``ENTITY_HEAD``);
+# 3 stores each window's running summaries (``features.snapshot``); 1 and 2 did not, and 1 had no clock.
+FORMAT = 4
+# An entity record's value starts with: its format, the input offset it reflects, the spec's fingerprint (8 bytes).
+ENTITY_HEAD = struct.Struct("<qq8s")
 # Compaction keeps one version per entity. Small segments let the cleaner
 # reach the older ones soon, so a restore reads little more than the state.
 CHANGELOG_TOPIC_CONFIG = {
@@ -92,7 +106,7 @@ class PartitionState:
     resume_at: int | None = None  # the last checkpoint's offset M: read again from here to ``committed``
     skip: dict[str, int] = field(default_factory=dict)  # entity -> offset its version holds events up to
     clock: int | None = None  # the partition's event-time clock as of ``resume_at`` (None: from the entities)
-    legacy: set[str] = field(default_factory=set)  # entities stored in the window layout of formats 1-2
+    older: dict[str, int] = field(default_factory=dict)  # entity -> its format, for those stored before ``FORMAT``
     restored: int = 0  # entities ``apply`` loaded (it then lets their stored bytes go)
     read: int = 0  # changelog records read
     ignored: int = 0  # versions beyond the committed offset, or of another feature spec
@@ -137,8 +151,8 @@ def select(partition: int, committed: int | None, records: list[StateRecord], fi
         return state
     for entity, (offset, value, layout) in versions.items():
         state.entities[entity] = value
-        if layout < 3:
-            state.legacy.add(entity)
+        if layout != FORMAT:
+            state.older[entity] = layout
         if offset > state.resume_at:
             state.skip[entity] = offset
     return state
@@ -189,9 +203,9 @@ class Changelog:
             if gone:
                 sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in gone], [None] * len(gone),
                                headers=headers, partition=partition)
-            entities = self.store.dirty(partition)
-            sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in entities], self.store.export(entities),
-                           headers=headers, partition=partition)
+            head = ENTITY_HEAD.pack(FORMAT, offset, bytes.fromhex(self.store.fingerprint))
+            entities, values = self.store.export_dirty(partition, head)
+            sink.send_many(self.topic, [ENTITY_PREFIX + e.encode() for e in entities], values, partition=partition)
             drift = (self.signer.sign(self.monitor.export(partition))
                      if self.monitor is not None and self.signer.enabled else b"")
             clock = self.store.clock(partition)
@@ -258,18 +272,21 @@ class Changelog:
     def apply(self, state: PartitionState) -> None:
         """Replace the partition's windows and detectors with the restored ones."""
         self.drop(state.partition)
+        by_layout: dict[int, list[tuple[str, bytes]]] = {}
+        older = state.older
+        for entity, value in state.entities.items():
+            by_layout.setdefault(older.get(entity, FORMAT), []).append((entity, value))
         try:
-            legacy = state.legacy
-            self.store.load([(k, v) for k, v in state.entities.items() if k not in legacy], state.partition)
-            self.store.load([(k, v) for k, v in state.entities.items() if k in legacy], state.partition,
-                            legacy=True)
+            for layout, records in by_layout.items():
+                self.store.load(records, state.partition, legacy=layout < 3,
+                                skip=ENTITY_HEAD.size if layout >= 4 else 0)
         except StateFormatError as exc:
             raise StateRestoreError(f"state of {self.topic}[{state.partition}] does not load: {exc}") from exc
         clock = state.clock
         if clock is None and state.entities:  # format 1: no clock saved; the newest of its keys' events
             clock = int(self.store.newest(list(state.entities)).max())
         self.store.set_clock(state.partition, clock)
-        state.restored, state.entities, state.legacy = len(state.entities), {}, set()
+        state.restored, state.entities, state.older = len(state.entities), {}, {}
         if self.monitor is not None and state.drift:
             try:
                 payload = self.signer.verify(state.drift)
@@ -295,24 +312,37 @@ def _record(msg: Any, parsed: Parsed | None = None) -> StateRecord:
     """A changelog message as a record; StateRestoreError for a format this code does not read.
 
     ``parsed`` caches what each distinct set of headers says: the records of
-    one checkpoint share theirs.
+    one checkpoint share theirs. A record without headers is an entity record
+    of format 4 or later, whose value starts with ``ENTITY_HEAD``.
     """
-    raw = tuple(msg.headers() or ())
+    raw = msg.headers()
+    value = msg.value()
+    if not raw:
+        if value is None or len(value) < ENTITY_HEAD.size:
+            raise StateRestoreError(_unreadable(msg, f"no headers and a value of {len(value or b'')} bytes"))
+        layout, offset, spec = ENTITY_HEAD.unpack_from(value)
+        if not 4 <= layout <= FORMAT:
+            raise StateRestoreError(_unreadable(msg, f"layout format {layout!r}"))
+        return StateRecord(msg.key() or b"", value, offset, spec.hex(), None, layout)
+    raw = tuple(raw)
     parsed = {} if parsed is None else parsed
     known = parsed.get(raw)
     if known is None:
         headers = dict(raw)
         layout = _number(headers.get(FORMAT_HEADER, b"1"))
         if layout is None or not 1 <= layout <= FORMAT:
-            raise StateRestoreError(
-                f"state record at {msg.topic()}[{msg.partition()}]@{msg.offset()} has layout format "
-                f"{headers.get(FORMAT_HEADER)!r}; this streamscore reads formats 1-{FORMAT}. It was written by a "
-                "newer version: run that version, or give this one a new state.topic (its state then starts empty)")
+            raise StateRestoreError(_unreadable(msg, f"layout format {headers.get(FORMAT_HEADER)!r}"))
         offset = _number(headers.get(OFFSET_HEADER, b"-1"))
         clock = _number(headers[CLOCK_HEADER]) if CLOCK_HEADER in headers else None
         known = (-1 if offset is None else offset, headers.get(SPEC_HEADER, b"").decode(errors="replace"), clock, layout)
         parsed[raw] = known
-    return StateRecord(msg.key() or b"", msg.value(), *known)
+    return StateRecord(msg.key() or b"", value, *known)
+
+
+def _unreadable(msg: Any, what: str) -> str:
+    return (f"state record at {msg.topic()}[{msg.partition()}]@{msg.offset()} has {what}; this streamscore "
+            f"reads formats 1-{FORMAT}. It was written by a newer version: run that version, or give this one a new "
+            "state.topic (its state then starts empty)")
 
 
 def _number(raw: bytes | None) -> int | None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
 import pytest
 
-from stream.state.changelog import ENTITY_PREFIX, MARKER_KEY, StateRecord, select
+from features import FeatureSpec, FeatureStore
+from stream.kafka.sink import PredictionSink
+from stream.state.changelog import ENTITY_PREFIX, MARKER_KEY, Changelog, PartitionState, StateRecord, select
 from stream.state.checkpoints import CheckpointDelivery, CheckpointSchedule
+from tests.unit.test_windows import FIELDS, WINDOWS
 
 SPEC = "spec-1"
+STORE_SPEC = FeatureSpec(fields=FIELDS, windows=WINDOWS)
 
 
 def entity(name: str, value: bytes | None, offset: int, spec: str = SPEC) -> StateRecord:
@@ -185,4 +193,86 @@ def test_entities_written_in_the_layout_before_are_marked_for_their_summaries_to
     ]
     state = select(3, 200, log, SPEC)
     assert state.entities == {"a": b"a@100", "b": b"b@200"}
-    assert state.legacy == {"a"}
+    assert state.older == {"a": 2}
+
+
+class CapturedSink:
+    """What a checkpoint sends, as the messages a restore reads back (in order, one partition)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    def send(self, topic: str, key: bytes, value: bytes | None, headers: Any = None, partition: int = -1) -> None:
+        self.messages.append(Message(list(headers or []), key, value))
+
+    def send_many(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes | None], headers: Any = None,
+                  partition: int = -1) -> None:
+        for key, value in zip(keys, values):
+            self.send(topic, key, value, headers, partition)
+
+
+def filled(events: int = 3_000) -> FeatureStore:
+    store = FeatureStore(STORE_SPEC, key_ttl_ms=10_000)
+    rng = np.random.default_rng(7)
+    keys = [f"key-{i}" for i in rng.integers(0, 40, events)]
+    times = 1_700_000_000_000 + np.arange(events, dtype=np.int64) * 50
+    store.update_arrays(keys, times, rng.normal(size=(events, len(FIELDS))), np.zeros(events, dtype=np.int64))
+    return store
+
+
+def restored_from(messages: list[Message], committed: int) -> tuple[FeatureStore, PartitionState]:
+    from stream.state.changelog import _record
+
+    log = Changelog(topic="state", store=FeatureStore(STORE_SPEC, key_ttl_ms=10_000), monitor=None,
+                    reader_settings={}, timeout_s=1.0)
+    state = select(0, committed, [_record(m) for m in messages], log.store.fingerprint)
+    log.apply(state)
+    return log.store, state
+
+
+def test_a_checkpoint_restores_every_key_bit_for_bit_with_its_offset_and_spec_in_the_value() -> None:
+    store = filled()
+    log = Changelog(topic="state", store=store, monitor=None, reader_settings={}, timeout_s=1.0)
+    sink = CapturedSink()
+    assert log.checkpoint(cast(PredictionSink, sink), {0: 3_000}) == len(store) + 1
+    entities = [m for m in sink.messages if m.key() != MARKER_KEY]
+    assert len(entities) == len(store) and all(m.headers() == [] for m in entities), "entity records have no headers"
+    assert store.dirty(0) == []
+
+    restored, state = restored_from(sink.messages, committed=3_000)
+    assert state.restored == len(store) and state.ignored == 0 and state.resume_at == 3_000
+    keys = sorted(store.keys(0))
+    assert sorted(restored.keys(0)) == keys and restored.export(keys) == store.export(keys)
+    assert restored.clock(0) == store.clock(0)
+    # versions beyond the commit are not taken: the offset in the value is read
+    assert restored_from(sink.messages, committed=2_999)[1].restored == 0
+    # nor those of another spec: the fingerprint in the value is read
+    other = [Message([], m.key(), m.value()[:16] + b"\x00" * 8 + m.value()[24:]) for m in entities]
+    assert restored_from([*other, sink.messages[-1]], committed=3_000)[1].ignored == len(entities)
+
+
+def test_entity_records_of_format_3_with_their_headers_still_restore() -> None:
+    from stream.state.changelog import ENTITY_HEAD, FORMAT_HEADER, OFFSET_HEADER, SPEC_HEADER
+
+    store = filled()
+    log = Changelog(topic="state", store=store, monitor=None, reader_settings={}, timeout_s=1.0)
+    sink = CapturedSink()
+    log.checkpoint(cast(PredictionSink, sink), {0: 3_000})
+    headers = [(SPEC_HEADER, store.fingerprint.encode()), (OFFSET_HEADER, b"3000"), (FORMAT_HEADER, b"3")]
+    format_3 = [Message(headers, m.key(), m.value()[ENTITY_HEAD.size:]) if m.key() != MARKER_KEY else m
+                for m in sink.messages]
+    restored, state = restored_from(format_3, committed=3_000)
+    keys = sorted(store.keys(0))
+    assert state.restored == len(keys) and restored.export(keys) == store.export(keys)
+
+
+def test_an_entity_record_without_headers_of_an_unknown_format_or_cut_short_is_refused() -> None:
+    from stream.exceptions import StateRestoreError
+    from stream.state.changelog import ENTITY_HEAD, FORMAT, _record
+
+    newer = ENTITY_HEAD.pack(FORMAT + 1, 10, bytes(8)) + bytes(64)
+    with pytest.raises(StateRestoreError, match=rf"state\[2\]@17 has layout format {FORMAT + 1}"):
+        _record(Message([], b"ka", newer))
+    for short in (b"", None, ENTITY_HEAD.pack(FORMAT, 10, bytes(8))[:20]):
+        with pytest.raises(StateRestoreError, match="no headers and a value of"):
+            _record(Message([], b"ka", short))
