@@ -43,7 +43,7 @@ bench-drift-cost: $(STAMP)  ## throughput with default drift monitoring vs witho
 chaos: $(STAMP)  ## scorer kills, broker restarts, workers joining and dying: bench/results/chaos.json
 	scripts/local-kafka with $(BIN)/python bench/chaos.py
 
-bench-state: $(STAMP)  ## state: restore time and memory for 100,000 keys, throughput with vs without, 10 M keys churning
+bench-state: $(STAMP)  ## state: restore time and memory for 1,000,000 keys, throughput with vs without, 10 M keys churning
 	scripts/local-kafka with $(BIN)/python bench/state_cost.py
 	$(BIN)/python bench/state_churn.py
 
