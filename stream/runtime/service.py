@@ -127,10 +127,14 @@ class ScoringService:
         """Score until stopped, until ``max_events`` inputs are done, or until idle that long.
 
         Pipelined: while one batch's outputs travel to the broker, the next
-        batch is polled and scored; the first batch's offsets are committed
-        once all its outputs are acknowledged, before the next batch's
-        outputs are produced. At most one batch is in flight, so nothing is
-        committed ahead of its outputs.
+        batch is polled and, if it is full (a backlog), scored; the first
+        batch's offsets are committed once all its outputs are acknowledged,
+        before the next batch's outputs are produced. A part batch (the
+        consumer has caught up) waits for the batch in flight to be
+        acknowledged and takes in what arrived meanwhile: fewer, larger
+        batches under live load, and each acknowledged as soon as it lands.
+        At most one batch is in flight, so nothing is committed ahead of its
+        outputs.
         """
         batch = self.config.batch
         wait_s = batch.max_wait_ms / 1000.0
@@ -146,6 +150,11 @@ class ScoringService:
                 # With a batch in flight, take what is already here rather than wait for more.
                 waiting = self._in_flight is None
                 messages = self.source.poll_batch(size, wait_s if waiting else 0.0, IDLE_WAIT_S if waiting else 0.0)
+                if messages and len(messages) < size and self._in_flight is not None:
+                    # Caught up: scoring a part batch while the last one travels gains nothing. That
+                    # one is acknowledged first, and what arrives meanwhile joins this batch.
+                    self._complete_in_flight()
+                    messages += self.source.poll_batch(size - len(messages), 0.0)
                 self.state.apply_rebalance()
                 if self.lifecycle is not None:
                     self.lifecycle.swap()  # between two batches: a checked version, if one is ready
