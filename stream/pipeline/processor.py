@@ -329,11 +329,12 @@ class BatchProcessor:
         If the model call fails, each row alone finds the rows that fail; the
         survivors are then scored again in one call. None when no row is left.
         """
-        keep = np.setdiff1d(np.arange(len(features)), np.fromiter(skip, dtype=np.int64, count=len(skip)))
+        rows = np.arange(len(features))
+        keep = np.setdiff1d(rows, np.fromiter(skip, dtype=np.int64, count=len(skip))) if skip else rows
         if len(keep) == 0:
             return None, {}
-        try:
-            return self.scorer.score(features[keep]), {}
+        try:  # without rows to skip, the batch's features as they are: no copy
+            return self.scorer.score(features[keep] if skip else features), {}
         except Exception as exc:
             logger.warning("the model call for a batch of %d failed (%s: %s); finding the records that fail",
                            len(keep), type(exc).__name__, exc)
