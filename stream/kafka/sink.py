@@ -109,7 +109,10 @@ class PredictionSink:
         produce = self._producer.produce
         for key, value in zip(keys, values):
             try:
-                produce(topic, value, key, partition, headers=headers)
+                if headers is None:  # positional only: parsing a keyword cost ~0.4 us a record
+                    produce(topic, value, key, partition)
+                else:
+                    produce(topic, value, key, partition, headers=headers)
             except (BufferError, KafkaException):
                 self.send(topic, key, value, headers, partition)
 
