@@ -333,15 +333,15 @@ class BatchProcessor:
         keep = np.setdiff1d(rows, np.fromiter(skip, dtype=np.int64, count=len(skip))) if skip else rows
         if len(keep) == 0:
             return None, {}
-        try:  # without rows to skip, the batch's features as they are: no copy
-            return self.scorer.score(features[keep] if skip else features), {}
+        try:  # a copy either way: a model that writes into its input must not change what drift sees
+            return self.scorer.score(features[keep] if skip else features.copy()), {}
         except Exception as exc:
             logger.warning("the model call for a batch of %d failed (%s: %s); finding the records that fail",
                            len(keep), type(exc).__name__, exc)
         failed: dict[int, tuple[str, Exception]] = {}
         for i in keep.tolist():
             try:
-                self.scorer.score(features[i:i + 1])
+                self.scorer.score(features[i:i + 1].copy())
             except Exception as exc:
                 failed[i] = ("score", exc)
         survivors = np.setdiff1d(keep, np.fromiter(failed, dtype=np.int64, count=len(failed)))

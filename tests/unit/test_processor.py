@@ -201,6 +201,29 @@ class FailingScorer(BatchScorer):
         return super().score(features)
 
 
+class ScribblingScorer(BatchScorer):
+    """A scorer whose model writes into the matrix it is given, after scoring it."""
+
+    def score(self, features):
+        scores = super().score(features)
+        features[:] = -1.0
+        return scores
+
+
+@pytest.mark.parametrize("skip", [{}, {1: ("features", ValueError("bad"))}])
+def test_a_model_writing_into_its_input_leaves_the_batch_features_alone(
+        small_config: ServiceConfig, small_model: ModelArtifact, skip: dict) -> None:
+    # drift detectors and the shadow model read the batch's features after the model call
+    processor = BatchProcessor(codec=AvroCodec(SCHEMA), store=FeatureStore(small_config.features),
+                               scorer=ScribblingScorer(small_model), encoder=AvroEncoder(OUT),
+                               key_field="sensor_id", time_field="ts")
+    features = np.random.default_rng(3).normal(size=(4, small_config.features.n_features))
+    before = features.copy()
+    scores, failed = processor._score(features, skip)
+    assert scores is not None and len(scores.score) == 4 - len(skip) and not failed
+    assert np.array_equal(features, before)
+
+
 def test_a_record_failing_features_or_scoring_is_isolated_and_the_rest_scored(
         small_config: ServiceConfig, small_model: ModelArtifact) -> None:
     enc = AvroEncoder(SCHEMA)
