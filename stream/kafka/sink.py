@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -106,13 +107,12 @@ class PredictionSink:
     def send_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None],
                   headers: Headers | None = None, partition: int = -1) -> None:
         """Queue outputs in order; ``send`` for each, without its per-call overhead."""
-        produce = self._producer.produce
+        # Positional arguments only where there are no headers: parsing a keyword cost ~0.4 us a record.
+        produce = (self._producer.produce if headers is None
+                   else functools.partial(self._producer.produce, headers=headers))
         for key, value in zip(keys, values):
             try:
-                if headers is None:  # positional only: parsing a keyword cost ~0.4 us a record
-                    produce(topic, value, key, partition)
-                else:
-                    produce(topic, value, key, partition, headers=headers)
+                produce(topic, value, key, partition)
             except (BufferError, KafkaException):
                 self.send(topic, key, value, headers, partition)
 

@@ -329,12 +329,12 @@ class BatchProcessor:
         If the model call fails, each row alone finds the rows that fail; the
         survivors are then scored again in one call. None when no row is left.
         """
-        rows = np.arange(len(features))
-        keep = np.setdiff1d(rows, np.fromiter(skip, dtype=np.int64, count=len(skip))) if skip else rows
+        keep = (np.setdiff1d(np.arange(len(features)), np.fromiter(skip, dtype=np.int64, count=len(skip)))
+                if skip else np.arange(len(features)))
         if len(keep) == 0:
             return None, {}
-        try:  # a copy either way: a model that writes into its input must not change what drift sees
-            return self.scorer.score(features[keep] if skip else features.copy()), {}
+        try:  # features[keep] is a copy: a model that writes into its input must not change what drift sees
+            return self.scorer.score(features[keep]), {}
         except Exception as exc:
             logger.warning("the model call for a batch of %d failed (%s: %s); finding the records that fail",
                            len(keep), type(exc).__name__, exc)
