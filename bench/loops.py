@@ -99,10 +99,11 @@ def feed(config, topic: str, n: int) -> dict:
 
     The consumer uses the service's consumer defaults and takes whatever has
     arrived without waiting for a batch; age is receive time minus the
-    Kafka timestamp (the load generator's create time).
+    Kafka timestamp (the load generator's create time). Its group is the
+    topic's and it commits at the end, so a second start reads on from there.
     """
     consumer = Consumer({**CONSUMER_DEFAULTS, "bootstrap.servers": config.kafka.bootstrap_servers,
-                         "group.id": f"feed-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+                         "group.id": f"feed-{topic}", "enable.auto.commit": False})
     consumer.subscribe([topic])
     while not consumer.assignment():
         consumer.poll(0.1)
@@ -115,6 +116,7 @@ def feed(config, topic: str, n: int) -> dict:
                 continue
             ages[done] = time.time() * 1000.0 - msg.timestamp()[1]
             done += 1
+    consumer.commit(asynchronous=False)
     consumer.close()
     return {"events": done, "ages_ms": ages.round(2).tolist()}
 
