@@ -329,8 +329,7 @@ class BatchProcessor:
         If the model call fails, each row alone finds the rows that fail; the
         survivors are then scored again in one call. None when no row is left.
         """
-        keep = (np.setdiff1d(np.arange(len(features)), np.fromiter(skip, dtype=np.int64, count=len(skip)))
-                if skip else np.arange(len(features)))
+        keep = _without(np.arange(len(features)), skip)
         if len(keep) == 0:
             return None, {}
         try:  # features[keep] is a copy: a model that writes into its input must not change what drift sees
@@ -344,7 +343,7 @@ class BatchProcessor:
                 self.scorer.score(features[i:i + 1].copy())
             except Exception as exc:
                 failed[i] = ("score", exc)
-        survivors = np.setdiff1d(keep, np.fromiter(failed, dtype=np.int64, count=len(failed)))
+        survivors = _without(keep, failed)
         return (self.scorer.score(features[survivors]) if len(survivors) else None), failed
 
     def _labels(self, messages: Sequence[InputMessage], topics: list[str], result: BatchResult) -> list[int]:
@@ -439,3 +438,8 @@ def _column(codec: AvroCodec, setting: str, name: str, types: tuple[str, ...]) -
         raise ConfigError(f"{setting}: field {name!r} is {column.type} in the reader schema; "
                           f"it must be one of {', '.join(types)}")
     return column
+
+
+def _without(rows: np.ndarray, drop: Mapping[int, Any]) -> np.ndarray:
+    """``rows`` (sorted row numbers) less those that are keys of ``drop``."""
+    return np.setdiff1d(rows, np.fromiter(drop, dtype=np.int64, count=len(drop))) if drop else rows
