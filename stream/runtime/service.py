@@ -169,6 +169,7 @@ class ScoringService:
                 if not messages and idle_exit_seconds is not None and idle >= idle_exit_seconds:
                     logger.info("no input for %.1fs: stopping", idle_exit_seconds)
                     break
+            self._save_state()
             self._hand_over()
             self.source.commit_pending()
             if self.lifecycle is not None:
@@ -303,6 +304,26 @@ class ScoringService:
             self._record_metrics(result, latencies)
             offsets = result.next_offsets
         self.source.commit(self.state.committable(offsets, wait=wait_for_state))
+
+    def _save_state(self) -> None:
+        """At a clean stop: checkpoint every partition's unsaved state, so that a restart reads nothing again.
+
+        Exactly-once, in a transaction of its own that commits no new
+        offsets. If it aborts, the restart restores the last checkpoint and
+        replays from it, as after a crash.
+        """
+        if not self.state.unsaved:
+            return
+        if self.transactions is None:
+            self.state.maybe_checkpoint(self.sink, everything=True)  # acknowledged before the stop's commit
+            return
+        self.transactions.begin()
+        self.state.maybe_checkpoint(self.sink, everything=True)
+        try:
+            self.transactions.commit({}, self.source.group_metadata())
+        except (TransactionAbortedError, TransactionStuckError) as exc:
+            logger.warning("the state saved at stop was not committed (%s): a restart replays the input "
+                           "since the last checkpoint", exc)
 
     def _hand_over(self) -> None:
         """At revocation and stop: the batch in flight and every checkpoint acknowledged, their offsets committed."""

@@ -111,16 +111,23 @@ class StateKeeper:
         self._restore(states)
         return {**first, **self._starts(states)}
 
-    def maybe_checkpoint(self, sink: PredictionSink) -> dict[int, int]:
+    @property
+    def unsaved(self) -> bool:
+        """Whether some partition's state moved since its last checkpoint and a changelog would take it."""
+        return self.changelog is not None and bool(self._progress)
+
+    def maybe_checkpoint(self, sink: PredictionSink, everything: bool = False) -> dict[int, int]:
         """Save changed state as the schedule says: on ``sink`` (the batch's transaction), or on its own producer.
 
-        Keys idle past the ttl are forgotten then (and tombstoned). Returns the
-        partitions saved, with the offsets their state reflects.
+        ``everything`` saves every partition that moved, schedule or not (a
+        clean stop). Keys idle past the ttl are forgotten then (and
+        tombstoned). Returns the partitions saved, with the offsets their
+        state reflects.
         """
         if not self._progress:
             return {}
         now = time.monotonic()
-        due = self._schedule.due(self._progress, now)
+        due = sorted(self._progress) if everything else self._schedule.due(self._progress, now)
         if not due:
             return {}
         progress = {p: self._progress.pop(p) for p in due}

@@ -36,7 +36,7 @@ def _scores(records) -> dict[tuple[int, int], float]:
     ("at_least_once", True), ("exactly_once", True), ("at_least_once", False)])
 def test_a_restarted_scorer_scores_as_if_it_never_stopped(
         kafka_bootstrap: str, small_model: ModelArtifact, guarantee: str, changelog: bool) -> None:
-    """Three runs over one stream; each restart restores the windows (checkpoint, then replay to the commit).
+    """Three runs over one stream; each restart restores the windows its stop saved.
 
     Without the changelog the same restarts compute features on empty
     windows, and scores differ: the comparison can fail.
@@ -65,6 +65,41 @@ def test_a_restarted_scorer_scores_as_if_it_never_stopped(
         assert mismatches == 0
     else:
         assert mismatches > 100  # the windows started empty twice
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_clean_stop_saves_the_state_so_a_restart_reads_nothing_again(
+        kafka_bootstrap: str, small_model: ModelArtifact, guarantee: str) -> None:
+    """With checkpoints too far apart to run, the stop's own checkpoint carries the windows to the restart.
+
+    Without it the restart would find no checkpoint, read the input again
+    from its start, and restore no entity.
+    """
+    topic = unique("stop-saves")
+    records = [r for r, _ in sensor_events(6_000, 200, seed=8)]
+    positions = produce(kafka_bootstrap, topic, records, partitions=8)
+    config = service_config(kafka_bootstrap, small_model.path, topic, batch__max_size=100,
+                            processing__guarantee=guarantee, state__checkpoint_interval_ms=600_000)
+    first = build_service(config)
+    first.run(max_events=3_000)
+    assert first.stats.consumed == 3_000
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": config.kafka.group_id})
+    committed = {tp.partition: tp.offset for tp in consumer.committed(
+        [TopicPartition(topic, p) for p in range(8)], timeout=10)}
+    consumer.close()
+    seen = {records[i]["sensor_id"] for i, (p, o) in enumerate(positions) if o < committed[p]}
+    second = build_service(config)
+    second.run(idle_exit_seconds=3)
+
+    assert second.metrics.registry.get_sample_value("streamscore_state_entities_restored_total") == len(seen)
+    assert not second.state.replay.done and not second.state.replay.until, "input was read again for state"
+    assert second.stats.consumed == 3_000
+    isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
+    scores = _scores(read_topic(kafka_bootstrap, config.kafka.output_topic, expected=len(records),
+                                isolation=isolation))
+    assert set(scores) == set(positions), "every input scored, none twice"
+    offline = BatchScorer(small_model).score(compute_features(config.features, records, "sensor_id", "ts")).score
+    assert np.array_equal(np.array([scores[pos] for pos in positions]), offline)
 
 
 def test_scores_are_identical_whether_one_worker_or_a_changing_set_scores_the_stream(
