@@ -169,6 +169,7 @@ class ScoringService:
                 if not messages and idle_exit_seconds is not None and idle >= idle_exit_seconds:
                     logger.info("no input for %.1fs: stopping", idle_exit_seconds)
                     break
+            self._complete_in_flight()  # the last batch is acknowledged before the stop's checkpoint goes out
             self._save_state()
             self._hand_over()
             self.source.commit_pending()
