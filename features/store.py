@@ -262,7 +262,8 @@ class FeatureStore:
         ``legacy``: the records are in the layout of changelog formats 1-2
         (``features.snapshot``); ``skip``: the bytes of their ``head``.
         Raises StateFormatError, before any key changes, if a record does not
-        fit this spec. Loaded keys count as dirty: the next save includes them.
+        fit this spec. Loaded keys are clean: the record they were loaded from stays their
+        latest version until an event changes them.
         """
         if not records:
             return
@@ -271,7 +272,11 @@ class FeatureStore:
         slots = self._slots_for(k for k, _ in records)
         write(states, [w[3] for w in self._windows], slots, parsed)
         self._shard[slots] = shard
-        self._dirty[slots] = True
+        self._dirty[slots] = False
+
+    def mark_dirty(self, keys: Iterable[str]) -> None:
+        """Count these held keys as changed: the next save of their shard includes them."""
+        self._dirty[[self._slots[k] for k in keys]] = True
 
     def reserve(self, keys: int) -> None:
         """Room for ``keys`` more keys in one step (a restore of many keys grows once, not once per doubling)."""

@@ -39,7 +39,10 @@ input offset C:
 Versions beyond C only exist in at-least-once mode, written by a process
 that died between a checkpoint and its commit. They are never applied; the
 entity falls back to its version before, which compaction keeps while the
-newer one sits in the log's active segment.
+newer one sits in the log's active segment, and the entity is written again
+at the next checkpoint. Every other restored entity keeps the record it was
+restored from as its latest version until an event changes it: a restart
+writes only what moved, not every key it restored.
 
 Security: the marker's detectors are a pickle (river detectors have no other
 serial form), signed with an HMAC under ``state.signing_secret``
@@ -107,6 +110,11 @@ class PartitionState:
     skip: dict[str, int] = field(default_factory=dict)  # entity -> offset its version holds events up to
     clock: int | None = None  # the partition's event-time clock as of ``resume_at`` (None: from the entities)
     older: dict[str, int] = field(default_factory=dict)  # entity -> its format, for those stored before ``FORMAT``
+    # Entities with a version beyond ``committed`` too: compaction would
+    # remove the one loaded in its favour, so ``apply`` marks them to be
+    # written again at the next checkpoint. The other entities' loaded
+    # versions stay their latest until an event changes them.
+    stale: set[str] = field(default_factory=set)
     restored: int = 0  # entities ``apply`` loaded (it then lets their stored bytes go)
     read: int = 0  # changelog records read
     ignored: int = 0  # versions beyond the committed offset, or of another feature spec
@@ -130,10 +138,13 @@ def select(partition: int, committed: int | None, records: list[StateRecord], fi
         state.ignored = len(records)
         return state
     versions: dict[str, tuple[int, bytes, int]] = {}
+    beyond: set[bytes] = set()  # entity keys with a version beyond the commit
     for record in records:
         key, value, offset = record.key, record.value, record.offset
         if record.spec != fingerprint or offset < 0 or offset > committed:
             state.ignored += 1
+            if offset > committed and key.startswith(ENTITY_PREFIX):
+                beyond.add(key)
             continue
         if key == MARKER_KEY:
             state.resume_at, state.drift, state.clock = offset, value or b"", record.clock
@@ -155,6 +166,7 @@ def select(partition: int, committed: int | None, records: list[StateRecord], fi
             state.older[entity] = layout
         if offset > state.resume_at:
             state.skip[entity] = offset
+    state.stale = {e for e in (k[len(ENTITY_PREFIX):].decode() for k in beyond) if e in state.entities}
     return state
 
 
@@ -282,11 +294,12 @@ class Changelog:
                                 skip=ENTITY_HEAD.size if layout >= 4 else 0)
         except StateFormatError as exc:
             raise StateRestoreError(f"state of {self.topic}[{state.partition}] does not load: {exc}") from exc
+        self.store.mark_dirty(state.stale)
         clock = state.clock
         if clock is None and state.entities:  # format 1: no clock saved; the newest of its keys' events
             clock = int(self.store.newest(list(state.entities)).max())
         self.store.set_clock(state.partition, clock)
-        state.restored, state.entities, state.older = len(state.entities), {}, {}
+        state.restored, state.entities, state.older, state.stale = len(state.entities), {}, {}, set()
         if self.monitor is not None and state.drift:
             try:
                 payload = self.signer.verify(state.drift)

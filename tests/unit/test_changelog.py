@@ -38,20 +38,21 @@ def test_the_last_marker_and_versions_at_or_before_the_committed_offset_are_take
     assert state.resume_at == 200 and state.drift == b"d@200"
     assert state.entities == {"a": b"a@200", "b": b"b@100"}
     assert state.skip == {} and state.ignored == 1 and state.read == len(LOG)
+    assert state.stale == {"b"}, "b's version beyond the commit would outlive b@100 in compaction"
 
 
 def test_a_version_newer_than_the_last_marker_skips_its_own_events_in_the_replay() -> None:
     state = select(3, 300, LOG, SPEC)
     assert state.resume_at == 200
     assert state.entities == {"a": b"a@200", "b": b"b@300"}
-    assert state.skip == {"b": 300}
+    assert state.skip == {"b": 300} and state.stale == set()
 
 
 def test_versions_beyond_the_commit_fall_back_to_the_one_before() -> None:
     state = select(3, 150, LOG, SPEC)
     assert state.resume_at == 100 and state.drift == b"d@100"
     assert state.entities == {"a": b"a@100", "b": b"b@100"}
-    assert state.ignored == 3
+    assert state.ignored == 3 and state.stale == {"a", "b"}
 
 
 def test_without_a_usable_checkpoint_the_input_is_read_again_from_its_start() -> None:
@@ -244,6 +245,14 @@ def test_a_checkpoint_restores_every_key_bit_for_bit_with_its_offset_and_spec_in
     keys = sorted(store.keys(0))
     assert sorted(restored.keys(0)) == keys and restored.export(keys) == store.export(keys)
     assert restored.clock(0) == store.clock(0)
+    assert restored.dirty(0) == [], "a restored key's record stays its latest version"
+    # a version beyond the commit: the key's restored version is written again at the next checkpoint
+    store.update_arrays(["key-3"], np.array([1_700_000_200_000]), np.ones((1, len(FIELDS))), np.zeros(1, dtype=np.int64))
+    later = CapturedSink()
+    log.checkpoint(cast(PredictionSink, later), {0: 3_001})
+    restored, state = restored_from(sink.messages + later.messages, committed=3_000)
+    assert state.stale == set() and restored.dirty(0) == ["key-3"]
+    assert restored.export(["key-3"]) != store.export(["key-3"]), "the version beyond the commit was not taken"
     # versions beyond the commit are not taken: the offset in the value is read
     assert restored_from(sink.messages, committed=2_999)[1].restored == 0
     # nor those of another spec: the fingerprint in the value is read

@@ -67,6 +67,17 @@ def test_dirty_lists_the_keys_updated_since_the_shard_was_cleaned() -> None:
     assert store.dirty(0) == ["a"]
 
 
+def test_a_loaded_key_is_not_dirty_until_an_event_changes_it() -> None:
+    """Its stored version stays valid until then: a checkpoint after a restore writes only the keys that moved."""
+    first = FeatureStore(SPEC)
+    first.update_arrays(["a", "b"], np.array([1, 2]), np.ones((2, 3)), np.array([0, 0]))
+    restored = FeatureStore(SPEC)
+    restored.load(list(zip(["a", "b"], first.export(["a", "b"]))), shard=0)
+    assert restored.dirty(0) == []
+    restored.update_arrays(["b"], np.array([3]), np.ones((1, 3)), np.array([0]))
+    assert restored.dirty(0) == ["b"]
+
+
 def test_a_record_that_does_not_fit_the_spec_is_refused_and_nothing_changes() -> None:
     store = FeatureStore(SPEC)
     run(store, make_events(seed=5, n=1_000))
