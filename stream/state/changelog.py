@@ -143,7 +143,7 @@ def select(partition: int, committed: int | None, records: list[StateRecord], fi
         key, value, offset = record.key, record.value, record.offset
         if record.spec != fingerprint or offset < 0 or offset > committed:
             state.ignored += 1
-            if offset > committed and key.startswith(ENTITY_PREFIX):
+            if offset > committed and record.spec == fingerprint and key.startswith(ENTITY_PREFIX):
                 beyond.add(key)
             continue
         if key == MARKER_KEY:
