@@ -19,7 +19,10 @@ Three measurements, one run:
   events spread over KEYS keys and over 1,000 keys, in alternating rounds,
   with default settings and with the changelog off:
   ``throughput_ratio_1m_vs_1k_keys`` is the median of the default rounds'
-  ratios.
+  ratios. With default settings each run is then stopped (saving its state)
+  and restarted over as many events again: the restart restores the keys
+  and scores with them held, from its first batch
+  (``throughput_ratio_1m_vs_1k_keys_restart``).
 - changelog: ``streamscore run`` over one pre-produced backlog (1,000
   keys), default settings, with state.changelog off, on with checkpoints
   every 1 s, and on with the default 5 s, in rounds whose order rotates;
@@ -48,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.throughput import CONFIG, KEYS, RESULTS, broker_with_model, measure_run, produce, say  # noqa: E402
+from bench.throughput import CONFIG, KEYS, RESULTS, broker_with_model, measure_run, measure_starts, produce, say  # noqa: E402
 from features import FeatureStore  # noqa: E402
 from features.footprint import estimate  # noqa: E402
 from stream.config import load_config  # noqa: E402
@@ -168,29 +171,37 @@ def restore_cost(bootstrap: str, keys: int, events_per_key: int) -> dict[str, An
 def active_keys_cost(bootstrap: str, events: int, keys: int, rounds: int) -> dict[str, Any]:
     """Throughput over a backlog spread over ``keys`` keys against one over 1,000, alternating.
 
-    With the default settings, and with the changelog off: over ``keys`` keys
+    With the default settings, a first run and its restart over the next
+    ``events`` events; and a run with the changelog off. Over ``keys`` keys
     nearly every event changes a key no other event of its checkpoint
-    interval changed, so the changelog writes a record per event, where over
-    1,000 keys it writes one per key and interval.
+    interval changed, so the changelog writes a record per event, where
+    over 1,000 keys it writes one per key and interval.
     """
     topics = {}
     for n in (keys, KEYS):
         topics[n] = f"bench-state-keys-{n}-{uuid.uuid4().hex[:6]}"
-        say(f"pre-producing {events:,} sensor events over {n:,} keys")
-        produce(bootstrap, topics[n], events, keys=n)
-    setups: dict[str, dict[str, Any]] = {"default": {}, "no_changelog": {"state__changelog": "false"}}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in setups}
+        say(f"pre-producing {2 * events:,} sensor events over {n:,} keys")
+        produce(bootstrap, topics[n], 2 * events, keys=n)
+    setups: dict[str, tuple[int, dict[str, Any]]] = {"default": (2, {}), "no_changelog": (1, {"state__changelog": "false"})}
+    runs: dict[str, list[dict[str, Any]]] = {"default": [], "restart": [], "no_changelog": []}
     for i in range(rounds):
-        for name, settings in setups.items():
-            eps = {}
+        for name, (starts, settings) in setups.items():
+            eps: dict[int, list[float]] = {}
             for n in ((keys, KEYS) if i % 2 == 0 else (KEYS, keys)):
-                eps[n] = measure_run(bootstrap, topics[n], events, **settings)["throughput_eps"]
-                say(f"round {i + 1}/{rounds}, {name}: {n:>9,} keys {eps[n]:,.0f} events/s")
-            runs[name].append({"many_eps": eps[keys], "few_eps": eps[KEYS], "ratio": round(eps[keys] / eps[KEYS], 3)})
-    return {"events": events, "keys": keys, "few_keys": KEYS, "rounds": runs["default"],
-            "median": float(np.median([r["ratio"] for r in runs["default"]])),
-            "no_changelog_rounds": runs["no_changelog"],
-            "no_changelog_median": float(np.median([r["ratio"] for r in runs["no_changelog"]]))}
+                eps[n] = [r["throughput_eps"] for r in measure_starts(bootstrap, topics[n], events, starts, **settings)]
+                say(f"round {i + 1}/{rounds}, {name}: {n:>9,} keys {eps[n][0]:,.0f} events/s"
+                    + (f", restarted {eps[n][1]:,.0f}" if starts > 1 else ""))
+            runs[name].append(_ratio(eps[keys][0], eps[KEYS][0]))
+            if starts > 1:
+                runs["restart"].append(_ratio(eps[keys][1], eps[KEYS][1]))
+    medians = {name: float(np.median([r["ratio"] for r in rs])) for name, rs in runs.items()}
+    return {"events": events, "keys": keys, "few_keys": KEYS, "rounds": runs["default"], "median": medians["default"],
+            "restart_rounds": runs["restart"], "restart_median": medians["restart"],
+            "no_changelog_rounds": runs["no_changelog"], "no_changelog_median": medians["no_changelog"]}
+
+
+def _ratio(many: float, few: float) -> dict[str, Any]:
+    return {"many_eps": many, "few_eps": few, "ratio": round(many / few, 3)}
 
 
 # Throughput runs: the changelog off, on with 1 s checkpoints, and on with the default 5 s.
@@ -259,10 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         ok = r["restored_identical"] and r["keys_restored"] == r["keys"]
     if "active" in args.parts:
         active = active_keys_cost(bootstrap, args.key_events, args.keys, args.rounds)
-        result.update(throughput_ratio_1m_vs_1k_keys=active["median"], active_keys=active)
+        result.update(throughput_ratio_1m_vs_1k_keys=active["median"],
+                      throughput_ratio_1m_vs_1k_keys_restart=active["restart_median"], active_keys=active)
         print(f"throughput with {args.keys:,} keys / 1,000 keys: median {active['median']:.3f} "
-              f"({', '.join(str(x['ratio']) for x in active['rounds'])}); with the changelog off "
-              f"{active['no_changelog_median']:.3f} ({', '.join(str(x['ratio']) for x in active['no_changelog_rounds'])})")
+              f"({', '.join(str(x['ratio']) for x in active['rounds'])}); restarted with them held "
+              f"{active['restart_median']:.3f} ({', '.join(str(x['ratio']) for x in active['restart_rounds'])}); "
+              f"with the changelog off {active['no_changelog_median']:.3f} "
+              f"({', '.join(str(x['ratio']) for x in active['no_changelog_rounds'])})")
     if "changelog" in args.parts:
         t = result["throughput"] = throughput_cost(bootstrap, args.events, args.rounds)
         for name in list(SETUPS)[1:]:
