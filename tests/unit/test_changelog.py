@@ -285,3 +285,32 @@ def test_an_entity_record_without_headers_of_an_unknown_format_or_cut_short_is_r
     for short in (b"", None, ENTITY_HEAD.pack(FORMAT, 10, bytes(8))[:20]):
         with pytest.raises(StateRestoreError, match="no headers and a value of"):
             _record(Message([], b"ka", short))
+
+
+def test_a_restore_in_chunks_loads_every_key_and_a_bad_record_in_a_later_chunk_leaves_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks free their stored bytes as they load; a record that does not load still fails the partition whole."""
+    import stream.state.changelog as changelog
+    from stream.exceptions import StateRestoreError
+
+    monkeypatch.setattr(changelog, "RESTORE_CHUNK", 7)
+    store = filled()
+    log = Changelog(topic="state", store=store, monitor=None, reader_settings={}, timeout_s=1.0)
+    sink = CapturedSink()
+    log.checkpoint(cast(PredictionSink, sink), {0: 3_000})
+    assert len(store) > 3 * 7, "several chunks"
+    restored, state = restored_from(sink.messages, committed=3_000)
+    keys = sorted(store.keys(0))
+    assert state.restored == len(keys) and state.entities == {}
+    assert sorted(restored.keys(0)) == keys and restored.export(keys) == store.export(keys)
+    assert restored.clock(0) == store.clock(0)
+
+    # The log's first entity is loaded last (a chunk after others loaded): cut its value short.
+    first = sink.messages[0]
+    damaged = [Message(first.headers(), first.key(), (first.value() or b"")[:-3]), *sink.messages[1:]]
+    reader = Changelog(topic="state", store=FeatureStore(STORE_SPEC, key_ttl_ms=10_000), monitor=None,
+                       reader_settings={}, timeout_s=1.0)
+    bad = select(0, 3_000, [changelog._record(m) for m in damaged], reader.store.fingerprint)
+    with pytest.raises(StateRestoreError, match=r"state\[0\] does not load"):
+        reader.apply(bad)
+    assert len(reader.store) == 0, "no key of a partition that failed to load stays"
