@@ -69,7 +69,7 @@ from models.drift import DriftMonitor
 from stream.exceptions import StateIntegrityError, StateRestoreError
 from stream.kafka.sink import PredictionSink
 from stream.kafka.source import position
-from stream.state.heap import trim
+from stream.state.heap import gc_paused, trim
 from stream.state.signing import StateSigner
 from stream.types import Headers
 
@@ -244,31 +244,14 @@ class Changelog:
         records: dict[int, list[StateRecord]] = {p: [] for p in committed}
         parsed: Parsed = {}
         consumer = Consumer(self._reader_settings)
-        try:
-            todo = set(committed)  # an empty partition reports its end at once too
-            # Offset 0 rather than OFFSET_BEGINNING, which costs a lookup of ~0.5 s;
-            # a log starting later resets to its start (auto.offset.reset).
-            consumer.assign([TopicPartition(self.topic, p, 0) for p in sorted(todo)])
-            deadline = started + self.timeout_s
-            while todo:
-                if time.monotonic() > deadline:
-                    raise StateRestoreError(f"restoring {self.topic} partitions {sorted(todo)} took over "
-                                            f"{self.timeout_s:.0f}s (state.restore_timeout_s)")
-                for msg in consumer.consume(num_messages=10_000, timeout=0.05):
-                    err = msg.error()
-                    if err is None:
-                        records[cast(int, msg.partition())].append(_record(msg, parsed))  # set on every message
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(position(msg)[1])
-                    elif err.fatal():
-                        raise StateRestoreError(f"reading {self.topic}: {err.str()}")
-                    else:  # a leader moving, a broker restarting: the client retries
-                        logger.warning("reading %s: %s", self.topic, err.str())
-        except KafkaException as exc:
-            raise StateRestoreError(f"reading the state changelog {self.topic}: {exc}") from exc
-        finally:
-            consumer.close()
-        states = {p: select(p, committed[p], records[p], self.store.fingerprint) for p in committed}
+        with gc_paused():  # a tuple per record, and none in a cycle (``stream.state.heap``)
+            try:
+                self._read_to_end(consumer, committed, records, parsed, started)
+            except KafkaException as exc:
+                raise StateRestoreError(f"reading the state changelog {self.topic}: {exc}") from exc
+            finally:
+                consumer.close()
+            states = {p: select(p, committed[p], records[p], self.store.fingerprint) for p in committed}
         n_read = sum(s.read for s in states.values())
         logger.info("read %d state records of %s partitions %s in %.2fs: %d entities to restore",
                     n_read, self.topic, sorted(committed), time.monotonic() - started,
@@ -278,6 +261,29 @@ class Changelog:
             logger.warning("%d state records ignored: newer than the committed offsets (a scorer died between a "
                            "checkpoint and its commit), of another feature spec, or with nothing committed", ignored)
         return states
+
+    def _read_to_end(self, consumer: Consumer, committed: Mapping[int, int | None],
+                     records: dict[int, list[StateRecord]], parsed: Parsed, started: float) -> None:
+        """Read the committed partitions to their end into ``records``."""
+        todo = set(committed)  # an empty partition reports its end at once too
+        # Offset 0 rather than OFFSET_BEGINNING, which costs a lookup of ~0.5 s;
+        # a log starting later resets to its start (auto.offset.reset).
+        consumer.assign([TopicPartition(self.topic, p, 0) for p in sorted(todo)])
+        deadline = started + self.timeout_s
+        while todo:
+            if time.monotonic() > deadline:
+                raise StateRestoreError(f"restoring {self.topic} partitions {sorted(todo)} took over "
+                                        f"{self.timeout_s:.0f}s (state.restore_timeout_s)")
+            for msg in consumer.consume(num_messages=10_000, timeout=0.05):
+                err = msg.error()
+                if err is None:
+                    records[cast(int, msg.partition())].append(_record(msg, parsed))  # set on every message
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    todo.discard(position(msg)[1])
+                elif err.fatal():
+                    raise StateRestoreError(f"reading {self.topic}: {err.str()}")
+                else:  # a leader moving, a broker restarting: the client retries
+                    logger.warning("reading %s: %s", self.topic, err.str())
 
     def apply_all(self, states: Mapping[int, PartitionState]) -> None:
         """``apply`` each partition's state, with room for all of their entities made first."""
