@@ -89,13 +89,13 @@ CLOCK_HEADER = "streamscore.state.clock"
 FORMAT = 4
 # An entity record's value starts with: its format, the input offset it reflects, the spec's fingerprint (8 bytes).
 ENTITY_HEAD = struct.Struct("<qq8s")
-# Compaction keeps one version per entity. Small segments let the cleaner
-# reach the older ones soon, so a restore reads little more than the state.
 # Entities a restore loads at a time (``Changelog.apply``): about 50 MB of stored
 # bytes for the sensor spec at 50 events a key. Over a million keys, loading
 # every partition in one piece took 12-15 s to write the windows, and 5 s in
 # chunks of this size, because the windows reuse the pages the chunk before freed.
 RESTORE_CHUNK = 16_384
+# Compaction keeps one version per entity. Small segments let the cleaner
+# reach the older ones soon, so a restore reads little more than the state.
 CHANGELOG_TOPIC_CONFIG = {
     "cleanup.policy": "compact",
     "segment.bytes": str(64 * 1024 * 1024),
@@ -297,9 +297,9 @@ class Changelog:
         Entities are loaded ``RESTORE_CHUNK`` at a time, and each chunk's
         stored bytes are handed back to the system before the next one: the
         windows then grow into memory the process just freed, not into pages
-        it touches for the first time, and the restore never holds the stored
-        bytes and the windows built from them at once. A record that does not
-        load leaves nothing of the partition behind.
+        it touches for the first time, and the restore never holds all the
+        stored bytes and all the windows built from them at once. A record
+        that does not load leaves nothing of the partition behind.
         """
         self.drop(state.partition)
         restored = 0
