@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 __all__ = ["gc_paused", "trim"]
 
@@ -27,14 +29,19 @@ logger = logging.getLogger(__name__)
 
 def trim() -> bool:
     """Return free heap pages to the system (glibc's ``malloc_trim``); False where the C library has none."""
+    malloc_trim = _malloc_trim()
+    return malloc_trim is not None and bool(malloc_trim(0))
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """The C library's ``malloc_trim``, looked up once: ``find_library`` runs ``ldconfig`` (~1.3 ms a call)."""
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        malloc_trim = libc.malloc_trim
+        return cast(Callable[[int], int], ctypes.CDLL(name).malloc_trim)
     except (OSError, AttributeError, TypeError) as exc:
         logger.debug("no malloc_trim in the C library (%r): freed memory stays with the process", exc)
-        return False
-    return bool(malloc_trim(0))
+        return None
 
 
 @contextmanager
