@@ -56,9 +56,7 @@ class KafkaSource:
         self.assigned: set[TP] = set()
         # (topic, partition) -> offset to commit, not yet confirmed (sent or not)
         self._pending: Offsets = {}
-        # Offsets to commit that wait for the asynchronous commit in flight (one at a time), and
-        # when that one was sent (None: none in flight).
-        self._unsent: Offsets = {}
+        # When the asynchronous commit in flight (one at a time) was sent; None: none in flight.
         self._commit_sent_at: float | None = None
         # (topic, partition) -> the group's committed offset, as last known here (fetched at
         # assignment, or confirmed since): for the committed lag, without asking the coordinator
@@ -121,32 +119,30 @@ class KafkaSource:
         """Commit ``next_offsets`` (the next offset to read per partition).
 
         Asynchronous by default: the loop goes on while the coordinator
-        answers. One asynchronous commit is in flight at a time; offsets
-        given meanwhile wait and go in the next one, newest per partition, so
+        answers. One asynchronous commit is in flight at a time; the next one
+        carries every offset not yet confirmed, newest per partition, so
         a loop of small batches (hundreds a second at low rates) sends as
         many commits as the coordinator answers, not one per batch, which
         queued up behind each other and held a stop for tens of seconds.
         Call with no offsets to send the waiting ones once the commit in
-        flight is answered. Offsets not yet confirmed are committed
-        synchronously when their partitions are revoked and by
-        ``commit_pending`` at stop, so a graceful stop or a rebalance leaves
-        nothing uncommitted; a crash before the answer only means those
-        outputs may be produced again.
+        flight is answered; a failed commit's offsets go again that way.
+        Offsets not yet confirmed are committed synchronously when their
+        partitions are revoked and by ``commit_pending`` at stop, so a
+        graceful stop or a rebalance leaves nothing uncommitted; a crash
+        before the answer only means those outputs may be produced again.
         """
         self._pending.update(next_offsets)
         if not asynchronous:
             self._commit_sync(dict(next_offsets))
             return
-        self._unsent.update(next_offsets)
-        if not self._unsent:
+        if not self._pending:
             return
         if self._commit_sent_at is not None:
             waited = time.monotonic() - self._commit_sent_at
             if waited < COMMIT_ANSWER_TIMEOUT_S:
                 return
             logger.warning("no answer to the offset commit sent %.0fs ago: sending the next one anyway", waited)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._unsent.items()]
-        self._unsent = {}
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
         self._commit_sent_at = time.monotonic()
         self._consumer.commit(offsets=offsets, asynchronous=True)
 
@@ -164,8 +160,6 @@ class KafkaSource:
             for tp, o in next_offsets.items():
                 if self._pending.get(tp) == o:
                     del self._pending[tp]
-                if self._unsent.get(tp) == o:  # sent now: an asynchronous commit of it later could undo a newer one
-                    del self._unsent[tp]
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.fatal():
@@ -278,6 +272,8 @@ class KafkaSource:
         if self.before_revoke is not None:
             self.before_revoke()
         self.commit_pending(revoked)
+        for tp in revoked:
+            self._pending.pop(tp, None)  # not committed (refused): no later commit of ours may override the new owner's
         self.assigned -= revoked
         logger.info("revoked %s", _names(partitions))
         if self.on_revoked is not None:
@@ -289,7 +285,6 @@ class KafkaSource:
         for tp in lost:
             self.committed_offsets.pop(tp, None)
             self._pending.pop(tp, None)  # the new owner's commits are the ones that count now
-            self._unsent.pop(tp, None)
         logger.warning("lost %s (their uncommitted outputs will be produced again by the new owner)", _names(partitions))
         if self.on_revoked is not None:
             self.on_revoked(lost)
@@ -298,14 +293,12 @@ class KafkaSource:
         self._commit_sent_at = None
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            latest = self._pending.get(key) == tp.offset  # else a newer one is on its way, or already committed
-            if err is None and tp.error is None:
-                if tp.offset > self.committed_offsets.get(key, -1):  # a late answer takes nothing back
-                    self.committed_offsets[key] = tp.offset
-                if latest:
-                    del self._pending[key]
-            elif latest:
-                self._unsent.setdefault(key, tp.offset)  # in the next commit (and at revoke or stop at the latest)
+            if err is not None or tp.error is not None:
+                continue  # still pending: the next commit carries it (and revoke or stop at the latest)
+            if tp.offset > self.committed_offsets.get(key, -1):  # a late answer takes nothing back
+                self.committed_offsets[key] = tp.offset
+            if self._pending.get(key) == tp.offset:
+                del self._pending[key]
         if err is not None:
             logger.warning("asynchronous commit failed (sent again with the next one): %s", err.str())
 

@@ -26,7 +26,7 @@ class Committer:
 def source(consumer: Committer) -> KafkaSource:
     src = KafkaSource.__new__(KafkaSource)
     src._consumer = consumer
-    src._pending, src._unsent, src.committed_offsets, src._commit_sent_at = {}, {}, {}, None
+    src._pending, src.committed_offsets, src._commit_sent_at = {}, {}, None
     src.assigned, src.on_revoked = {A0, A1}, None
     return src
 
