@@ -13,6 +13,16 @@ The array lives in a private anonymous memory mapping. Growing it remaps
 the pages (``mremap``) instead of copying them, so it costs neither a copy
 of the state nor the page faults of fresh memory up front, and the words
 beyond those handed out take no memory until they are written.
+
+Keys growing together through the classes leave their smaller blocks free,
+and no key may want them again. Once free blocks are a quarter of the words
+handed out, a sweep slides the blocks in use towards the start of the array
+in offset order, a bounded number of words per batch (``SWEEP_WORDS``, and
+four times what the batch handed out), so no batch waits for the whole
+state to be copied; the words it frees at the
+end go back to the system. The arena keeps the books (which free blocks a
+sweep will reclaim); the owner of the blocks moves them
+(``features.kernel.WindowState``), since only it knows whose they are.
 """
 
 from __future__ import annotations
@@ -22,7 +32,6 @@ import mmap
 from collections.abc import Callable
 
 import numpy as np
-from numba import njit
 
 __all__ = ["CLASSES", "Arena", "ring_class"]
 
@@ -33,8 +42,13 @@ CLASSES = np.array(sorted({*range(4, 9), *(b * m // 4 for b in (2 ** k for k in 
                    dtype=np.int64)
 INITIAL_WORDS = 4096
 GROWTH = 2.0  # the array's length grows by this factor when no block is free (untouched words cost nothing)
-# Free blocks are compacted away once they are a quarter of the words handed out, and at least this many (64 MiB).
+# Free blocks are swept away once they are a quarter of the words handed out, and at least this many (64 MiB).
 COMPACT_WORDS = 8 * 2**20
+# Words a sweep moves per batch (4 MiB: under a millisecond), each block it looks at counting as one more.
+SWEEP_WORDS = 2**19
+# Words of the array a sweep lists at a time (64 MiB): their blocks are sorted by offset in one go.
+SWEEP_SPAN = 2**23
+PAGE = mmap.PAGESIZE
 
 
 def _mapping(words: int) -> mmap.mmap:
@@ -56,6 +70,13 @@ class Arena:
         self.used = 0  # words handed out at least once (blocks in use or on a free list)
         self.free: dict[int, list[int]] = {}  # capacity -> offsets of free blocks
         self.free_words = 0
+        # While a sweep runs: blocks below ``cursor`` are packed (or free and on
+        # the free lists); free words above it are ``garbage``, reclaimed when
+        # the sweep ends rather than handed out again.
+        self.sweeping = False
+        self.cursor = 0
+        self.garbage = 0
+        self.sweeps = 0  # sweeps ended
 
     @property
     def ints(self) -> np.ndarray:
@@ -86,7 +107,11 @@ class Arena:
         return offs
 
     def release(self, offs: np.ndarray, caps: np.ndarray) -> None:
-        """Put blocks back on their classes' free lists."""
+        """Put blocks back on their classes' free lists (those a sweep has still to reach: left to it)."""
+        if self.sweeping:
+            ahead = offs >= self.cursor
+            self.garbage += int(self.words_of(caps[ahead]).sum())
+            offs, caps = offs[~ahead], caps[~ahead]
         for cap in np.unique(caps).tolist():
             chosen = offs[caps == cap].tolist()
             self.free.setdefault(cap, []).extend(chosen)
@@ -110,36 +135,30 @@ class Arena:
     @property
     def wasteful(self) -> bool:
         """Whether free blocks are a quarter of the words handed out: keys that grew through the classes left them behind."""
-        return self.free_words >= COMPACT_WORDS and self.free_words * 4 >= self.used
+        return not self.sweeping and self.free_words >= COMPACT_WORDS and self.free_words * 4 >= self.used
 
-    def compact(self, offs: np.ndarray, caps: np.ndarray) -> np.ndarray:
-        """Copy the blocks in use (at ``offs``, of ``caps``) into a dense array of their size; their new offsets.
+    def begin_sweep(self) -> None:
+        """Start reclaiming the free blocks: they leave the free lists, and the sweep packs the blocks in use over them."""
+        self.sweeping, self.cursor = True, 0
+        self.garbage += self.free_words
+        self.free, self.free_words = {}, 0
 
-        Free blocks are dropped, and the old array with them.
-        """
-        words = self.words_of(caps)
-        order = np.argsort(offs, kind="stable")
-        new_offs = np.empty(len(offs), dtype=np.int64)
-        new_offs[order] = np.cumsum(words[order]) - words[order]
-        total = int(words.sum())
-        dense = _mapping(max(total, INITIAL_WORDS))
-        data = np.frombuffer(dense, dtype=np.float64)
-        _copy_blocks(self.data, data, offs[order], new_offs[order], words[order])
-        self._map, self.data, self.used, self.free, self.free_words = dense, data, total, {}, 0
-        return new_offs
+    def end_sweep(self) -> None:
+        """Every block in use is below ``cursor``: the words above it are free, and their pages go back to the system."""
+        end = self.used
+        self.sweeping, self.used, self.garbage = False, self.cursor, 0
+        self.sweeps += 1
+        start = -(-self.cursor * 8 // PAGE) * PAGE
+        if end * 8 > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end * 8 - start)
 
     @property
     def live_bytes(self) -> int:
         """Bytes of the blocks in use."""
-        return (self.used - self.free_words) * 8
+        return (self.used - self.free_words - self.garbage) * 8
 
     @property
     def nbytes(self) -> int:
         """Bytes of the array, spare words included."""
         return int(self.data.nbytes)
 
-
-@njit(cache=True)
-def _copy_blocks(old, new, offs, new_offs, words):
-    for i in range(offs.shape[0]):
-        new[new_offs[i]:new_offs[i] + words[i]] = old[offs[i]:offs[i] + words[i]]

@@ -37,6 +37,7 @@ import math
 import numpy as np
 from numba import njit
 
+from features import arena as arenas
 from features.arena import Arena, ring_class
 
 __all__ = ["AGG_CODES", "N_SUMMARY", "WindowState", "reserve", "running_clocks", "update_windows"]
@@ -73,6 +74,13 @@ class WindowState:
         self.ext = np.zeros((slots, n_fields, 2), dtype=np.int64)  # ring positions of the min and the max
         self.arena = Arena(self.block_words)
         self._tally = np.zeros(slots, dtype=np.int64)  # scratch for ``reserve``, zero between calls
+        self.rows = 0  # rows of ``pos`` ever asked for: no key beyond them holds a block
+        # The sweep in progress: its current list of blocks in offset order
+        # (owner slots, offsets, capacities, words), the next one to move, and
+        # where the next list starts (every block in use below it is listed).
+        self._sweep: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._sweep_next = 0
+        self._sweep_from = 0
 
     @property
     def slots(self) -> int:
@@ -84,6 +92,7 @@ class WindowState:
         The arrays grow eightfold: the copy is what costs (a tenth of a
         second per million keys), while rows not yet written take no memory.
         """
+        self.rows = max(self.rows, needed)
         size = self.slots
         while size < needed:
             size *= 8
@@ -114,10 +123,55 @@ class WindowState:
         moved = old_caps > 0
         self.arena.release(old_offs[moved], old_caps[moved])
 
-    def compact(self) -> None:
-        """Move every ring block to a dense array without the free ones."""
-        held = np.flatnonzero(self.pos[:, CAP] > 0)
-        self.pos[held, OFFSET] = self.arena.compact(self.pos[held, OFFSET], self.pos[held, CAP])
+    def compact_step(self, budget: int) -> None:
+        """Move up to ``budget`` words of blocks towards the start, starting a sweep when free blocks are many.
+
+        A sweep lists the blocks in use ``SWEEP_SPAN`` words of the array at
+        a time, in offset order, and slides each one down to the arena's
+        cursor. Blocks given out while it runs are appended where the array
+        ends, so a later list takes them; once what lies beyond the last list
+        is within one budget, it is moved at once and the sweep ends.
+        Features never change: a block keeps its bytes.
+        """
+        arena = self.arena
+        if self._sweep is None:
+            if not arena.wasteful:
+                return
+            arena.begin_sweep()
+            self._sweep_from = 0
+            budget -= self._take_sweep_list()
+        while True:
+            assert self._sweep is not None
+            slots, offs, caps, words = self._sweep
+            self._sweep_next, arena.cursor, spent = _slide(arena.data, self.pos, slots, offs, caps, words,
+                                                           self._sweep_next, arena.cursor, budget)
+            budget -= spent
+            if self._sweep_next < len(slots):
+                return
+            tail = arena.used - self._sweep_from
+            if tail == 0:
+                break
+            budget -= self._take_sweep_list()
+            if self._sweep_from == arena.used and tail <= budget:
+                continue  # the last list, small enough for this batch
+            if budget <= 0:
+                return
+        arena.end_sweep()
+        self._sweep = None
+
+    def _take_sweep_list(self) -> int:
+        """The sweep's next list: the blocks in use in the next span of the array, in offset order; its cost in words.
+
+        Finding them reads a row of ``pos`` per key, which counts as a word each.
+        """
+        lo, used = self._sweep_from, self.arena.used
+        hi = used if used - lo <= arenas.SWEEP_SPAN else lo + arenas.SWEEP_SPAN
+        held = _blocks_between(self.pos, self.rows, lo, hi)
+        held = held[np.argsort(self.pos[held, OFFSET])]
+        offs, caps = self.pos[held, OFFSET], self.pos[held, CAP]
+        self._sweep = (held, offs, caps, self.block_words(caps))
+        self._sweep_next, self._sweep_from = 0, hi
+        return self.rows
 
     def release(self, slots: np.ndarray) -> None:
         """Forget ``slots``: their blocks go back to the free lists."""
@@ -142,9 +196,10 @@ def reserve(state: WindowState, slots: np.ndarray) -> None:
     """Grow ``state`` so that a batch of ``slots`` fits; after this the kernel allocates nothing and cannot fail."""
     state.grow_slots(int(slots.max()) + 1 if len(slots) else 0)
     short, needed = _short(slots, state.pos, state.size + 1 if state.size > 0 else 0, state._tally)
+    before = state.arena.used
     state.fit(short, needed)
-    if state.arena.wasteful:
-        state.compact()
+    # Four times what this batch handed out: a sweep outpaces the blocks given out meanwhile, so it ends.
+    state.compact_step(arenas.SWEEP_WORDS + 4 * (state.arena.used - before))
 
 
 def update_windows(
@@ -251,6 +306,44 @@ def _move(pos, ext, ar, ai, slots, offs, caps, stretch):
                 ext[s, f, e] = (ext[s, f, e] - head) % cap if count > 0 else 0
         pos[s, HEAD], pos[s, OFFSET], pos[s, CAP], pos[s, STRETCH] = 0, new, ncap, stretch[i]
         _summarise_stretches(s, pos, ar, n_fields)
+
+
+@njit(cache=True)
+def _blocks_between(pos, rows, lo, hi):
+    # The keys among pos[:rows] whose block starts in [lo, hi), in key order (one pass over the rows).
+    out = np.empty(rows, dtype=np.int64)
+    n = 0
+    for s in range(rows):
+        off = pos[s, OFFSET]
+        if lo <= off < hi and pos[s, CAP] > 0:
+            out[n] = s
+            n += 1
+    return out[:n].copy()
+
+
+@njit(cache=True)
+def _slide(data, pos, slots, offs, caps, words, start, cursor, budget):
+    # Blocks slots[start:] (ascending offsets) slide down to ``cursor`` until
+    # ``budget`` words are spent, each block looked at counting one more; a
+    # block its owner has moved or dropped since the list was taken is
+    # skipped. Copying forward, downwards, in ascending order overwrites no
+    # block not yet moved. Returns the next index, the cursor and the words spent.
+    i = start
+    spent = 0
+    while i < slots.shape[0] and spent < budget:
+        s = slots[i]
+        if pos[s, OFFSET] == offs[i] and pos[s, CAP] == caps[i]:
+            w = words[i]
+            o = offs[i]
+            if o != cursor:
+                for k in range(w):
+                    data[cursor + k] = data[o + k]
+                pos[s, OFFSET] = cursor
+                spent += w
+            cursor += w
+        spent += 1
+        i += 1
+    return i, cursor, spent
 
 
 @njit(cache=True)

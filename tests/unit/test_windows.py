@@ -306,8 +306,12 @@ def test_min_and_max_of_long_windows_follow_trends_exactly(shape: str) -> None:
             assert got[row, 2 * w + 1] == values[lo:row + 1].max(), (row, w)
 
 
-def test_blocks_left_behind_by_growing_keys_are_compacted_away_without_changing_a_feature(monkeypatch) -> None:
-    """Keys growing together leave their smaller blocks free; once those are half the array, it is compacted."""
+def test_blocks_left_behind_by_growing_keys_are_swept_away_without_changing_a_feature(monkeypatch) -> None:
+    """Keys growing together leave their smaller blocks free; sweeps over many batches reclaim them, bytes intact.
+
+    Keys also expire and a shard is dropped while sweeps run, so blocks are
+    given out and handed back on both sides of the sweep's cursor.
+    """
     import features.arena as arena
 
     spec = FeatureSpec(fields=("x", "y"), windows=(WindowSpec("time", seconds=10, aggregates=AGGREGATES),))
@@ -315,18 +319,41 @@ def test_blocks_left_behind_by_growing_keys_are_compacted_away_without_changing_
     rng = np.random.default_rng(5)
     rounds = [(np.full(len(keys), 1_700_000_000_000 + step * 200), rng.normal(size=(len(keys), 2)))
               for step in range(60)]
+    shards = np.arange(len(keys)) % 3
+    late = np.arange(len(keys)) < 1_500  # from round 30 on, the others fall idle and expire
 
-    def fill(compact_words: int) -> tuple[np.ndarray, FeatureStore]:
+    def fill(compact_words: int) -> tuple[np.ndarray, FeatureStore, int]:
         monkeypatch.setattr(arena, "COMPACT_WORDS", compact_words)
-        store = FeatureStore(spec)
-        out = np.concatenate([store.update_arrays(keys, times, values) for times, values in rounds])
+        monkeypatch.setattr(arena, "SWEEP_WORDS", 200)  # a sweep takes many batches
+        monkeypatch.setattr(arena, "SWEEP_SPAN", 4_096)  # and many lists
+        store = FeatureStore(spec, key_ttl_ms=3_000)
+        state = store._windows[0][0]
+        out, sweeps = [], 0
+        for step, (times, values) in enumerate(rounds):
+            chosen = late if step >= 30 else np.ones(len(keys), dtype=bool)
+            for part in np.array_split(np.flatnonzero(chosen), 8):
+                sweeping = state.arena.sweeping
+                out.append(store.update_arrays([keys[i] for i in part], times[part], values[part], shards[part]))
+                sweeps += sweeping and not state.arena.sweeping
+                for shard in range(3):
+                    store.expire(shard)
+            if step == 45:
+                store.drop(2)
         monkeypatch.undo()
-        return out, store
+        return np.concatenate(out), store, sweeps
 
-    compacted, store = fill(1_024)
-    plain, plain_store = fill(2**62)
-    assert np.array_equal(compacted, plain)
+    swept, store, sweeps = fill(1_024)
+    plain, plain_store, _ = fill(2**62)
+    assert sweeps >= 5
+    assert np.array_equal(swept, plain)
+    held = sorted(plain_store._slots)
+    assert sorted(store._slots) == held and len(held) == 1_500  # the idle 500 expired (shard 2 came back)
+    assert store.export(held) == plain_store.export(held)
     state, plain_state = store._windows[0][0], plain_store._windows[0][0]
     live = state.arena.live_bytes // 8
+    assert live == plain_state.arena.live_bytes // 8  # the same blocks in use, whatever the sweeps moved
     assert plain_state.arena.free_words > 3 * live  # growing through the classes left this much behind
-    assert state.arena.free_words * 2 < state.arena.used and len(state.arena.data) < 2 * live
+    state.compact_step(2**62)  # whatever sweep is still running ends
+    assert not state.arena.sweeping
+    assert state.arena.used - state.arena.free_words == live
+    assert state.arena.used < 1.5 * live
