@@ -128,10 +128,10 @@ class WindowState:
 
         A sweep lists the blocks in use ``SWEEP_SPAN`` words of the array at
         a time, in offset order, and slides each one down to the arena's
-        cursor. Blocks given out while it runs are appended where the array
-        ends, so a later list takes them; once what lies beyond the last list
-        is within one budget, it is moved at once and the sweep ends.
-        Features never change: a block keeps its bytes.
+        cursor, as many lists per call as the budget allows. Blocks given
+        out while it runs are appended where the array ends, so a later list
+        takes them; the sweep ends when a list finishes at the end of the
+        array. Features never change: a block keeps its bytes.
         """
         arena = self.arena
         if self._sweep is None:
@@ -148,12 +148,9 @@ class WindowState:
             budget -= spent
             if self._sweep_next < len(slots):
                 return
-            tail = arena.used - self._sweep_from
-            if tail == 0:
+            if self._sweep_from == arena.used:  # the list just finished reached the end of the array
                 break
             budget -= self._take_sweep_list()
-            if self._sweep_from == arena.used and tail <= budget:
-                continue  # the last list, small enough for this batch
             if budget <= 0:
                 return
         arena.end_sweep()
