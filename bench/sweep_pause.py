@@ -28,22 +28,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.state_cost import rss_mb
+from bench.throughput import CONFIG, RESULTS, pct
 from features import FeatureStore, arena
 from stream.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 EVENT_GAP_MS = 200  # 5 events/s per key
 MODES = {"stepwise": arena.SWEEP_WORDS, "in_one_batch": 2**62}
 
 
-def rss_mb() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * arena.PAGE / 2**20
-
-
 def fill(keys: int, rounds: int, batch: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Each batch's seconds over ``rounds`` rounds of one event per key, and what the arenas did."""
-    store = FeatureStore(load_config(ROOT / "examples" / "sensor.toml", {}).features)
+    store = FeatureStore(load_config(CONFIG, {}).features)
     names = [f"sensor-{i:07d}" for i in range(keys)]
     rng = np.random.default_rng(0)
     seconds = []
@@ -66,9 +62,8 @@ def fill(keys: int, rounds: int, batch: int) -> tuple[np.ndarray, dict[str, Any]
 def summary(seconds: np.ndarray, first_round: int) -> dict[str, float]:
     """Per-batch percentiles; the largest after the first round, whose batches create the keys."""
     ms = seconds * 1e3
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "p999_ms": round(float(np.percentile(ms, 99.9)), 1), "max_ms": round(float(ms.max()), 1),
-            "max_after_first_round_ms": round(float(ms[first_round:].max()), 1)}
+    return {"p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "p999_ms": pct(ms, 99.9), "max_ms": pct(ms, 100),
+            "max_after_first_round_ms": pct(ms[first_round:], 100)}
 
 
 def run_child(mode: str, args: argparse.Namespace, series: Path) -> dict[str, Any]:

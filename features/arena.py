@@ -19,10 +19,10 @@ and no key may want them again. Once free blocks are a quarter of the words
 handed out, a sweep slides the blocks in use towards the start of the array
 in offset order, a bounded number of words per batch (``SWEEP_WORDS``, and
 four times what the batch handed out), so no batch waits for the whole
-state to be copied; the words it frees at the
-end go back to the system. The arena keeps the books (which free blocks a
-sweep will reclaim); the owner of the blocks moves them
-(``features.kernel.WindowState``), since only it knows whose they are.
+state to be copied; the words it frees at the end go back to the system.
+The arena keeps the books (which free blocks a sweep will reclaim); the
+owner of the blocks moves them (``features.kernel.WindowState``), since
+only it knows whose they are.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class Arena:
     @property
     def wasteful(self) -> bool:
         """Whether free blocks are a quarter of the words handed out: keys that grew through the classes left them behind."""
-        return not self.sweeping and self.free_words >= COMPACT_WORDS and self.free_words * 4 >= self.used
+        return self.free_words >= COMPACT_WORDS and self.free_words * 4 >= self.used
 
     def begin_sweep(self) -> None:
         """Start reclaiming the free blocks: they leave the free lists, and the sweep packs the blocks in use over them."""

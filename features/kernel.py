@@ -134,7 +134,7 @@ class WindowState:
         array. Features never change: a block keeps its bytes.
         """
         arena = self.arena
-        if self._sweep is None:
+        if not arena.sweeping:
             if not arena.wasteful:
                 return
             arena.begin_sweep()
