@@ -71,11 +71,8 @@ FIRST_START_SECONDS = 3
 # pool the restarts' events; whether the warm-up was the slowest 2 s is
 # decided per restart and reported as the median of the restarts. One stall
 # anywhere on this VM (the load's producer, the broker and the scorer share
-# two cores) decides a 2 s p99: at 1,000 events/s, 20 slow events do. With
-# three restarts, two stalled warm-ups decided the median, and in three of
-# sixteen cases (four loads, four runs) it put the warm-up 1.2-3.3 ms above
-# the slowest 2 s after it. With five, it takes three (bench/README.md,
-# "Five restarts per load").
+# two cores) decides a 2 s p99, so the median needs enough restarts that two
+# stalled warm-ups do not decide it (bench/README.md, "Five restarts per load").
 RESTARTS = 5
 BATCH_SIZES = (1, 10, 100, 1000, 2000, 5000)
 # Issue 18's bound on the whole-run p99 (warm-up included) at 20,000 events/s.
