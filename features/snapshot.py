@@ -27,6 +27,7 @@ from numba import njit
 
 from features.exceptions import FeatureError
 from features.kernel import (
+    AHEAD,
     CAP,
     COUNT,
     COUNTDOWN,
@@ -41,6 +42,7 @@ from features.kernel import (
     _summarise_stretches,
     stretches,
 )
+from features.prefetch import prefetch
 
 __all__ = ["Parsed", "StateFormatError", "block_words", "pack", "parse", "write"]
 
@@ -153,7 +155,10 @@ def _heads(buf, key_start, head):
 @njit(cache=True)
 def _pack(slots, pos, summ, ar, ai, out_i, out_f, at):
     n_fields = summ.shape[1]
-    for i in range(slots.shape[0]):
+    n = slots.shape[0]
+    for i in range(n):
+        if i % AHEAD == 0:  # the rings of the run after this one (and at first, of this one too)
+            _prefetch_rings(slots, 0 if i == 0 else i + AHEAD, min(n, i + 2 * AHEAD), pos, ar, ai, n_fields)
         s = slots[i]
         head, count, off, cap = pos[s, HEAD], pos[s, COUNT], pos[s, OFFSET], pos[s, CAP]
         w = at[i]
@@ -170,6 +175,18 @@ def _pack(slots, pos, summ, ar, ai, out_i, out_f, at):
             base = off + cap * (1 + f)
             for k in range(count):
                 out_f[w + f * count + k] = ar[base + (head + k) % cap]
+
+
+@njit(cache=True)
+def _prefetch_rings(slots, lo, hi, pos, ar, ai, n_fields):
+    """Hint the first line of each field's held entries for keys ``lo`` to ``hi - 1``."""
+    for i in range(lo, hi):
+        s = slots[i]
+        head, off, cap = pos[s, HEAD], pos[s, OFFSET], pos[s, CAP]
+        if cap > 0:
+            prefetch(ai, off + head)
+            for f in range(n_fields):
+                prefetch(ar, off + cap * (1 + f) + head)
 
 
 @njit(cache=True)

@@ -12,6 +12,7 @@ import numpy as np
 
 from features.exceptions import FeatureValueError
 from features.kernel import AGG_CODES, NEWEST, WindowState, reserve, running_clocks, update_windows
+from features.keyindex import EncodedKeys, KeyIndex, encode_keys
 from features.snapshot import pack, parse, write
 from features.spec import FeatureSpec
 
@@ -55,7 +56,7 @@ class FeatureStore:
         self._clock = np.full(8, NO_TIME, dtype=np.int64)  # shard -> newest event time
         self._fields = spec.fields
         n_fields = len(spec.fields)
-        self._slots: dict[str, int] = {}
+        self._index = KeyIndex()  # key -> slot
         # per window: its state, count size (0: time window), span in ms, 1 - ewma alpha, aggregates, first column
         self._windows: list[tuple[WindowState, int, float, float, np.ndarray, int]] = []
         col0 = 0
@@ -76,7 +77,7 @@ class FeatureStore:
 
     def __len__(self) -> int:
         """Number of keys with state."""
-        return len(self._slots)
+        return len(self._index)
 
     def update(self, key: str, ts_ms: int, values: Sequence[float]) -> list[float]:
         """Fold one event into ``key``'s windows and return its features.
@@ -172,7 +173,7 @@ class FeatureStore:
 
     def newest(self, keys: Sequence[str]) -> np.ndarray:
         """The newest event time of each key, in the order given."""
-        return self._newest(np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys)))
+        return self._newest(self._held_slots(keys))
 
     def _newest(self, slots: np.ndarray) -> np.ndarray:
         return self._windows[0][0].pos[slots, NEWEST]  # every window of a key has seen the same events
@@ -190,10 +191,30 @@ class FeatureStore:
 
     def _slots_for(self, keys: Iterable[str]) -> np.ndarray:
         """Each key's slot, taking a free one (or a new one) for a key not seen yet."""
-        table, names, free = self._slots, self._keys, self._free
-        slots = []
-        for key in keys:
-            slot = table.get(key)
+        keys = keys if isinstance(keys, list) else list(keys)
+        encoded = encode_keys(keys)
+        slots = self._index.find(encoded)
+        missing = np.flatnonzero(slots < 0)
+        if len(missing):
+            self._take_slots(keys, encoded, slots, missing)
+        if len(self._keys) > len(self._shard):
+            size = len(self._shard)
+            while size < len(self._keys):
+                size *= 2
+            self._shard = np.resize(self._shard, size)
+            self._dirty = np.concatenate([self._dirty, np.zeros(size - len(self._dirty), dtype=bool)])
+            self._held = np.concatenate([self._held, np.zeros(size - len(self._held), dtype=bool)])
+        self._held[slots] = True
+        return slots
+
+    def _take_slots(self, keys: list[str], encoded: EncodedKeys, slots: np.ndarray, missing: np.ndarray) -> None:
+        """Fill in ``slots`` at ``missing``: a free slot (or a new one) per new key, shared by its repeats."""
+        names, free = self._keys, self._free
+        taken: dict[str, int] = {}
+        rows = []
+        for i in missing.tolist():
+            key = keys[i]
+            slot = taken.get(key)
             if slot is None:
                 if free:
                     slot = free.pop()
@@ -201,23 +222,19 @@ class FeatureStore:
                 else:
                     slot = len(names)
                     names.append(key)
-                table[key] = slot
-            slots.append(slot)
-        if len(names) > len(self._shard):
-            size = len(self._shard)
-            while size < len(names):
-                size *= 2
-            self._shard = np.resize(self._shard, size)
-            self._dirty = np.concatenate([self._dirty, np.zeros(size - len(self._dirty), dtype=bool)])
-            self._held = np.concatenate([self._held, np.zeros(size - len(self._held), dtype=bool)])
-        out = np.asarray(slots, dtype=np.int64)
-        self._held[out] = True
-        return out
+                taken[key] = slot
+                rows.append(i)
+            slots[i] = slot
+        first = np.asarray(rows, dtype=np.int64)
+        self._index.add(encoded, first, slots[first])
 
-    def _key_of(self, slot: int) -> str:
-        key = self._keys[slot]
-        assert key is not None, f"slot {slot} is free"
-        return key
+    def _held_slots(self, keys: Sequence[str]) -> np.ndarray:
+        """The slots of keys with state; KeyError for one without."""
+        keys = list(keys)
+        slots = self._index.find(encode_keys(keys))
+        if len(slots) and slots.min() < 0:
+            raise KeyError(keys[int(np.argmin(slots))])
+        return slots
 
     def _held_keys(self, slots: np.ndarray) -> list[str]:
         keys = [self._keys[s] for s in slots.tolist()]
@@ -248,8 +265,7 @@ class FeatureStore:
 
         Each starts with ``head`` (whole 8-byte words), the caller's framing.
         """
-        slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
-        return pack([state for state, *_ in self._windows], slots, head)
+        return pack([state for state, *_ in self._windows], self._held_slots(keys), head)
 
     def export_dirty(self, shard: int, head: bytes = b"") -> tuple[list[str], list[bytes]]:
         """``dirty`` keys of ``shard`` and their ``export``, in one pass over their slots (a checkpoint)."""
@@ -276,7 +292,7 @@ class FeatureStore:
 
     def mark_dirty(self, keys: Iterable[str]) -> None:
         """Count these held keys as changed: the next save of their shard includes them."""
-        self._dirty[[self._slots[k] for k in keys]] = True
+        self._dirty[self._held_slots(list(keys))] = True
 
     def reserve(self, keys: int) -> None:
         """Room for ``keys`` more keys in one step (a restore of many keys grows once, not once per doubling)."""
@@ -293,8 +309,8 @@ class FeatureStore:
         return len(slots)
 
     def _forget(self, slots: np.ndarray) -> None:
+        self._index.remove(slots)
         for slot in slots.tolist():
-            del self._slots[self._key_of(slot)]
             self._keys[slot] = None
             self._free.append(slot)
         for state, *_ in self._windows:
@@ -309,10 +325,10 @@ class FeatureStore:
 
     def key_bytes(self, keys: Sequence[str]) -> int:
         """Bytes the window state of ``keys`` takes: their ring blocks and their rows of the per-key arrays."""
-        slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
+        slots = self._held_slots(keys)
         return sum(state.key_bytes(slots) for state, *_ in self._windows)
 
     def held(self, key: str) -> list[int]:
         """How many events each window holds for ``key`` (for tests and memory accounting)."""
-        slot = self._slots[key]
+        slot = int(self._held_slots([key])[0])
         return [state.key_count(slot) for state, *_ in self._windows]

@@ -276,7 +276,7 @@ def test_each_key_gets_a_ring_sized_for_it_and_freed_rings_are_reused() -> None:
         keys = ["busy"] + (["quiet"] if i % 20 == 0 else [])
         store.update_arrays(keys, np.full(len(keys), i * 100), np.ones((len(keys), 1)) * i)
     state = store._windows[0][0]
-    slot = {k: store._slots[k] for k in ("busy", "quiet")}
+    slot = dict(zip(("busy", "quiet"), store._held_slots(["busy", "quiet"]).tolist()))
     assert store.held("busy") == [100] and store.held("quiet") == [5]
     assert state.pos[slot["busy"], 5] == 112 and state.pos[slot["quiet"], 5] == 6  # the classes above held + 1
     used = state.arena.used
@@ -346,8 +346,8 @@ def test_blocks_left_behind_by_growing_keys_are_swept_away_without_changing_a_fe
     plain, plain_store, _ = fill(2**62)
     assert sweeps >= 5
     assert np.array_equal(swept, plain)
-    held = sorted(plain_store._slots)
-    assert sorted(store._slots) == held and len(held) == 1_500  # the idle 500 expired (shard 2 came back)
+    held = sorted(k for k in plain_store._keys if k is not None)
+    assert sorted(k for k in store._keys if k is not None) == held and len(held) == 1_500  # the idle 500 expired (shard 2 came back)
     assert store.export(held) == plain_store.export(held)
     state, plain_state = store._windows[0][0], plain_store._windows[0][0]
     live = state.arena.live_bytes // 8
