@@ -3,8 +3,8 @@
 At a million keys a dict lookup waits on three or four cache misses (its
 index, its entry, the stored key, the slot's int), one lookup after
 another. Here a whole batch is looked up in one compiled loop that hints
-the table lines of the events ahead (``features.prefetch``), so the misses
-of many lookups overlap.
+the table lines and key bytes of the keys ahead (``features.prefetch``), so
+the misses of many lookups overlap.
 
 The hash is Python's own ``hash(str)``, keyed per process as a dict's is,
 so that keys crafted to collide cost no more here than in a dict. The
@@ -31,7 +31,7 @@ __all__ = ["EncodedKeys", "KeyIndex", "encode_keys"]
 SLOT, HASH, START, LENGTH = range(4)
 N_ENTRY = 4
 EMPTY = -1
-# Lookups whose table lines are hinted at a time (``features.prefetch``).
+# Keys whose table lines (and then key bytes) are hinted at a time (``features.prefetch``).
 AHEAD = 32
 # The arena is written anew once removed keys' bytes pass this and the live ones.
 COMPACT_ABOVE = 1 << 20

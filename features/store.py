@@ -228,12 +228,12 @@ class FeatureStore:
         first = np.asarray(rows, dtype=np.int64)
         self._index.add(encoded, first, slots[first])
 
-    def _held_slots(self, keys: Sequence[str]) -> np.ndarray:
+    def _held_slots(self, keys: Iterable[str]) -> np.ndarray:
         """The slots of keys with state; KeyError for one without."""
-        keys = list(keys)
-        slots = self._index.find(encode_keys(keys))
+        listed = keys if isinstance(keys, list) else list(keys)
+        slots = self._index.find(encode_keys(listed))
         if len(slots) and slots.min() < 0:
-            raise KeyError(keys[int(np.argmin(slots))])
+            raise KeyError(listed[int(np.argmin(slots))])
         return slots
 
     def _held_keys(self, slots: np.ndarray) -> list[str]:
@@ -292,7 +292,7 @@ class FeatureStore:
 
     def mark_dirty(self, keys: Iterable[str]) -> None:
         """Count these held keys as changed: the next save of their shard includes them."""
-        self._dirty[self._held_slots(list(keys))] = True
+        self._dirty[self._held_slots(keys)] = True
 
     def reserve(self, keys: int) -> None:
         """Room for ``keys`` more keys in one step (a restore of many keys grows once, not once per doubling)."""
