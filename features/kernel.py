@@ -42,7 +42,7 @@ from numba import njit
 
 from features import arena as arenas
 from features.arena import Arena, ring_class
-from features.prefetch import prefetch
+from features.prefetch import AHEAD, prefetch
 
 __all__ = ["AGG_CODES", "N_SUMMARY", "WindowState", "reserve", "running_clocks", "update_windows"]
 
@@ -61,8 +61,6 @@ N_SUMMARY = 5
 RESHIFT = 1e-3
 # Rings longer than this keep their stretches' minimum and maximum.
 BLOCKS_ABOVE = 64
-# The kernel hints the lines of this many events ahead (``features.prefetch``).
-AHEAD = 32
 
 
 class WindowState:

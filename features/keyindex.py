@@ -12,7 +12,8 @@ table probes linearly and keeps its load at most a half; removal shifts
 the entries after a removed one back, so no marker of a removed key is left
 behind. Each entry holds a key's slot, hash, and where its bytes are in a
 byte arena; the arena is written anew when removed keys' bytes outweigh
-the live ones.
+the live ones. Keys are found, added and removed by their bytes: the index
+keeps nothing per slot.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from features.prefetch import prefetch
+from features.prefetch import AHEAD, prefetch
 
 __all__ = ["EncodedKeys", "KeyIndex", "encode_keys"]
 
@@ -31,8 +32,6 @@ __all__ = ["EncodedKeys", "KeyIndex", "encode_keys"]
 SLOT, HASH, START, LENGTH = range(4)
 N_ENTRY = 4
 EMPTY = -1
-# Keys whose table lines (and then key bytes) are hinted at a time (``features.prefetch``).
-AHEAD = 32
 # The arena is written anew once removed keys' bytes pass this and the live ones.
 COMPACT_ABOVE = 1 << 20
 
@@ -69,7 +68,6 @@ class KeyIndex:
     def __init__(self, capacity: int = 1024) -> None:
         size = 1 << max(4, (capacity * 2 - 1).bit_length())
         self._table = np.full((size, N_ENTRY), EMPTY, dtype=np.int64)
-        self._hashes = np.zeros(64, dtype=np.int64)  # slot -> its key's hash (where removal starts probing)
         self._arena = np.zeros(1 << 16, dtype=np.uint8)
         self._used = 0  # arena bytes written
         self._dead = 0  # arena bytes of removed keys
@@ -87,26 +85,24 @@ class KeyIndex:
         n = len(rows)
         if n == 0:
             return
-        self._reserve(n, int(slots.max()) + 1, int((keys.bounds[rows + 1] - keys.bounds[rows]).sum()))
-        self._used = _add(self._table, self._arena, self._used, self._hashes, keys.data, keys.bounds, keys.hashes,
-                          rows, slots)
+        self._reserve(n, int((keys.bounds[rows + 1] - keys.bounds[rows]).sum()))
+        self._used = _add(self._table, self._arena, self._used, keys.data, keys.bounds, keys.hashes, rows, slots)
         self.count += n
 
-    def remove(self, slots: np.ndarray) -> None:
-        """Forget the keys held at ``slots`` (each held)."""
-        if len(slots) == 0:
+    def remove(self, keys: EncodedKeys) -> None:
+        """Forget these keys (each held); LookupError, after removing the others, for keys not held."""
+        n = len(keys.hashes)
+        if n == 0:
             return
-        if slots.min() < 0 or slots.max() >= len(self._hashes):
-            raise LookupError(f"slots to remove out of range: {slots.min()}..{slots.max()}")
-        freed, missing = _remove(self._table, self._hashes, slots)
+        freed, missing = _remove(self._table, self._arena, keys.data, keys.bounds, keys.hashes)
         self._dead += freed
-        self.count -= len(slots) - missing
+        self.count -= n - missing
         if missing:
-            raise LookupError(f"{missing} of {len(slots)} slots to remove hold no key")
+            raise LookupError(f"{missing} of {n} keys to remove are not held")
         if self._dead > max(COMPACT_ABOVE, self._used - self._dead):
             self._compact()
 
-    def _reserve(self, keys: int, slots: int, nbytes: int) -> None:
+    def _reserve(self, keys: int, nbytes: int) -> None:
         if (self.count + keys) * 2 > len(self._table):
             size = len(self._table)
             while (self.count + keys) * 2 > size:
@@ -114,9 +110,6 @@ class KeyIndex:
             table = np.full((size, N_ENTRY), EMPTY, dtype=np.int64)
             _rehash(self._table, table)
             self._table = table
-        if slots > len(self._hashes):
-            self._hashes = np.concatenate([self._hashes, np.zeros(max(slots, 2 * len(self._hashes)) - len(self._hashes),
-                                                                  dtype=np.int64)])
         if self._used + nbytes > len(self._arena):
             size = len(self._arena)
             while self._used + nbytes > size:
@@ -140,9 +133,20 @@ def _same(arena, start, data, lo, hi):
 
 
 @njit(cache=True)
+def _position(table, arena, data, lo, hi, h):
+    """Where the key ``data[lo:hi]`` (hash ``h``) is in the table, -1 if not held."""
+    mask = table.shape[0] - 1
+    at = h & mask
+    while table[at, SLOT] != EMPTY:
+        if table[at, HASH] == h and table[at, LENGTH] == hi - lo and _same(arena, table[at, START], data, lo, hi):
+            return at
+        at = (at + 1) & mask
+    return -1
+
+
+@njit(cache=True)
 def _find(table, arena, data, bounds, hashes):
     n = bounds.shape[0] - 1
-    mask = table.shape[0] - 1
     _hint_table(table, hashes, 0, min(n, 2 * AHEAD))
     _hint_keys(table, arena, hashes, 0, min(n, AHEAD))
     out = np.empty(n, dtype=np.int64)
@@ -150,14 +154,8 @@ def _find(table, arena, data, bounds, hashes):
         if i % AHEAD == 0:  # table lines two runs ahead, and the key bytes their entries point at one run ahead
             _hint_table(table, hashes, i + 2 * AHEAD, min(n, i + 3 * AHEAD))
             _hint_keys(table, arena, hashes, i + AHEAD, min(n, i + 2 * AHEAD))
-        h, lo, hi = hashes[i], bounds[i], bounds[i + 1]
-        at = h & mask
-        out[i] = EMPTY
-        while table[at, SLOT] != EMPTY:
-            if table[at, HASH] == h and table[at, LENGTH] == hi - lo and _same(arena, table[at, START], data, lo, hi):
-                out[i] = table[at, SLOT]
-                break
-            at = (at + 1) & mask
+        at = _position(table, arena, data, bounds[i], bounds[i + 1], hashes[i])
+        out[i] = EMPTY if at < 0 else table[at, SLOT]
     return out
 
 
@@ -187,30 +185,26 @@ def _place(table, slot, h, start, length):
 
 
 @njit(cache=True)
-def _add(table, arena, used, slot_hashes, data, bounds, hashes, rows, slots):
+def _add(table, arena, used, data, bounds, hashes, rows, slots):
     for i in range(rows.shape[0]):
         lo, hi, h = bounds[rows[i]], bounds[rows[i] + 1], hashes[rows[i]]
         arena[used:used + hi - lo] = data[lo:hi]
         _place(table, slots[i], h, used, hi - lo)
-        slot_hashes[slots[i]] = h
         used += hi - lo
     return used
 
 
 @njit(cache=True)
-def _remove(table, hashes, slots):
-    """Remove each slot's entry, shifting back the entries after it that would no longer be found.
+def _remove(table, arena, data, bounds, hashes):
+    """Remove each key's entry, shifting back the entries after it that would no longer be found.
 
-    Returns the key bytes freed, and how many slots held no key (skipped).
+    Returns the key bytes freed, and how many keys were not held (skipped).
     """
     mask = table.shape[0] - 1
     freed, missing = 0, 0
-    for i in range(slots.shape[0]):
-        slot = slots[i]
-        at = hashes[slot] & mask
-        while table[at, SLOT] != slot and table[at, SLOT] != EMPTY:
-            at = (at + 1) & mask
-        if table[at, SLOT] == EMPTY:
+    for i in range(hashes.shape[0]):
+        at = _position(table, arena, data, bounds[i], bounds[i + 1], hashes[i])
+        if at < 0:
             missing += 1
             continue
         freed += table[at, LENGTH]

@@ -17,7 +17,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["prefetch"]
+__all__ = ["AHEAD", "prefetch"]
+
+# Events (or keys) whose lines a kernel hints at a time, a run ahead of the one it works on.
+AHEAD = 32
 
 _I32 = ir.IntType(32)
 _READ, _KEEP_CLOSE, _DATA = 0, 3, 1  # llvm.prefetch: a read, keep in all cache levels, a data line

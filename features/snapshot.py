@@ -27,7 +27,6 @@ from numba import njit
 
 from features.exceptions import FeatureError
 from features.kernel import (
-    AHEAD,
     CAP,
     COUNT,
     COUNTDOWN,
@@ -42,7 +41,7 @@ from features.kernel import (
     _summarise_stretches,
     stretches,
 )
-from features.prefetch import prefetch
+from features.prefetch import AHEAD, prefetch
 
 __all__ = ["Parsed", "StateFormatError", "block_words", "pack", "parse", "write"]
 

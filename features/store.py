@@ -309,7 +309,7 @@ class FeatureStore:
         return len(slots)
 
     def _forget(self, slots: np.ndarray) -> None:
-        self._index.remove(slots)
+        self._index.remove(encode_keys(self._held_keys(slots)))
         for slot in slots.tolist():
             self._keys[slot] = None
             self._free.append(slot)
